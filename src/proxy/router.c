@@ -1,24 +1,31 @@
 /* Route selection: the first route whose every match condition holds.
  *
  * Runs for every request on every worker against a read-only snapshot, so
- * it allocates nothing and keeps no state. Regexes are matched in place
- * with REG_STARTEND because request strings are not NUL-terminated. */
+ * it keeps no state and allocates only for a regex subject over 4 KiB. */
 #include "strangler/router.h"
 
 #include <regex.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
-#ifndef REG_STARTEND
-#error "strangler matches regexes on byte ranges and needs REG_STARTEND (glibc, BSD libc)"
-#endif
-
+/* regexec needs a NUL-terminated subject. REG_STARTEND would avoid the
+ * copy, but sanitizer interceptors of regexec strlen() the subject anyway
+ * and read past the field. Subjects are bounded by max_header_bytes and
+ * never contain NUL (the HTTP parsers reject it). */
 static bool regex_matches(const regex_t *re, struct sg_str s)
 {
-    regmatch_t m = { .rm_so = 0, .rm_eo = (regoff_t)s.len };
-    if (m.rm_eo < 0 || (size_t)m.rm_eo != s.len)
-        return false; /* longer than regoff_t: far beyond any header limit */
-    return regexec(re, s.p ? s.p : "", 1, &m, REG_STARTEND) == 0;
+    char small[4096];
+    char *buf = s.len < sizeof small ? small : malloc(s.len + 1);
+    if (!buf)
+        return false;
+    if (s.len)
+        memcpy(buf, s.p, s.len);
+    buf[s.len] = '\0';
+    bool ok = regexec(re, buf, 0, NULL, 0) == 0;
+    if (buf != small)
+        free(buf);
+    return ok;
 }
 
 /* Host / :authority without the port (RFC 9110 7.2: uri-host [":" port]).
