@@ -1,0 +1,59 @@
+/* The HTTP/1.1 client side of one exchange on one pooled upstream
+ * connection: writes the request head and framed body, parses the
+ * response with llhttp and reports it to the exchange. */
+#ifndef STRANGLER_H1_CLIENT_H
+#define STRANGLER_H1_CLIENT_H
+
+#include <llhttp.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "strangler/h1.h"
+
+struct sg_exchange;
+struct sg_uconn;
+struct evbuffer;
+
+enum sg_h1c_event { SG_H1C_NONE, SG_H1C_HEAD, SG_H1C_END };
+
+struct sg_h1c {
+    struct sg_uconn *uc; /* NULL when detached */
+    unsigned gen; /* bumped on every attach and detach: loops on the stack notice */
+    struct sg_exchange *ex;
+    llhttp_t parser;
+    struct sg_h1_head head;
+    struct sg_h1_head trailers;
+    enum sg_h1c_event pending; /* recorded in a parser callback, handled after it */
+    bool head_done, msg_done, in_trailers;
+    bool chunked_req; /* request body is chunk-encoded on the wire */
+    bool req_done; /* the whole request (incl. body) has been written */
+    bool got_bytes; /* any response byte arrived */
+    bool no_body; /* HEAD request */
+    bool upgrade; /* websocket request; 101 ends parsing */
+    bool paused; /* response reading paused by downstream backpressure */
+    bool reusable; /* upstream allowed keep-alive */
+    int64_t content_length; /* response, -1 unknown */
+};
+
+struct sg_h1c_request {
+    struct sg_str method, target, host;
+    int64_t content_length; /* -1: chunked; 0: no body */
+    bool no_response_body; /* HEAD */
+    bool upgrade;
+};
+
+/* Takes the connection for the exchange and writes the request head. The
+ * exchange's forward rules emit the fields (see exchange.c). */
+void sg_h1c_begin(struct sg_h1c *c, struct sg_uconn *uc, struct sg_exchange *ex, const struct sg_h1c_request *r);
+struct evbuffer *sg_h1c_output(struct sg_h1c *c);
+void sg_h1c_head_done(struct sg_h1c *c); /* terminates the head (CRLF) */
+void sg_h1c_body(struct sg_h1c *c, const char *p, size_t n);
+void sg_h1c_end(struct sg_h1c *c);
+bool sg_h1c_congested(const struct sg_h1c *c);
+void sg_h1c_pause(struct sg_h1c *c, bool pause);
+/* Gives the connection back (reused only if the exchange was clean) and
+ * returns its bufferevent when `keep_bev` (tunnel), else NULL. */
+struct bufferevent *sg_h1c_detach(struct sg_h1c *c, bool keep_bev);
+void sg_h1c_free(struct sg_h1c *c);
+
+#endif

@@ -1,0 +1,750 @@
+/* HTTP/1.1 server connections.
+ *
+ * States: HEAD (reading a request head; header_timeout armed) -> BODY
+ * (exchange running, request body streaming) -> WAIT (request complete,
+ * response streaming; input is not parsed, so pipelined requests wait
+ * their turn in the input buffer) -> IDLE (idle_timeout armed) -> HEAD ...
+ * A connection marked `closing` is closed once its output has drained. */
+#include "strangler/h1_server.h"
+
+#include <arpa/inet.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/event_struct.h>
+#include <llhttp.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "strangler/clock.h"
+#include "strangler/exchange.h"
+#include "strangler/h1.h"
+#include "strangler/log.h"
+#include "strangler/worker.h"
+
+#define OUT_HIGH (256u * 1024u)
+#define OUT_LOW (64u * 1024u)
+/* Unparsed input held while a response is in progress (pipelining). */
+#define IN_HIGH (128u * 1024u)
+
+enum h1s_state { ST_IDLE, ST_HEAD, ST_BODY, ST_WAIT, ST_TUNNEL };
+
+struct sg_h1s {
+    struct sg_worker *w;
+    struct sg_listener_rt *l;
+    struct bufferevent *bev;
+    llhttp_t parser;
+    struct sg_h1_head head;
+    enum h1s_state state;
+    struct sg_exchange *ex;
+    struct sg_request req;
+    char client[INET6_ADDRSTRLEN];
+    int reject; /* status decided inside a parser callback */
+    const char *reject_text;
+    bool keep_alive, closing, closed, in_parse, read_paused, http10;
+    bool resp_chunked, resp_no_body;
+    char prev; /* bare CR/LF check: last head byte, current line length */
+    size_t line_len;
+    bool seen_line, head_end, in_name;
+    struct event timer, resume_ev;
+    struct sg_h1s *prev_conn, *next_conn;
+};
+
+static void h1s_close(struct sg_h1s *s);
+static void h1s_process(struct sg_h1s *s);
+static void h1s_respond_error(struct sg_h1s *s, int status, const char *text);
+static void go_idle(struct sg_h1s *s);
+
+static const char *reason(int status)
+{
+    switch (status) {
+    case 100: return "Continue";
+    case 101: return "Switching Protocols";
+    case 103: return "Early Hints";
+    case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 204: return "No Content";
+    case 206: return "Partial Content";
+    case 301: return "Moved Permanently";
+    case 302: return "Found";
+    case 303: return "See Other";
+    case 304: return "Not Modified";
+    case 307: return "Temporary Redirect";
+    case 308: return "Permanent Redirect";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 413: return "Content Too Large";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    default: return "Unknown";
+    }
+}
+
+static struct evbuffer *out(struct sg_h1s *s)
+{
+    return bufferevent_get_output(s->bev);
+}
+
+/* ---- timers ------------------------------------------------------------ */
+
+static void arm_timer(struct sg_h1s *s, uint64_t ms)
+{
+    event_del(&s->timer);
+    if (ms) {
+        struct timeval tv = sg_tv_ms(ms);
+        event_add(&s->timer, &tv);
+    }
+}
+
+static void timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct sg_h1s *s = arg;
+    /* A partial head gets 408 (slowloris); a connection that never sent
+     * a byte is simply closed, as nginx does. */
+    bool partial = s->line_len > 0 || s->seen_line;
+    if (s->state == ST_HEAD && partial && !s->closing)
+        h1s_respond_error(s, 408, "request head not received in time\n");
+    else if (s->state == ST_IDLE || s->state == ST_HEAD)
+        h1s_close(s);
+}
+
+static const struct sg_limits *limits(struct sg_h1s *s)
+{
+    return &s->w->snap->cfg->limits;
+}
+
+/* ---- parser callbacks ---------------------------------------------------- */
+
+static struct sg_h1s *conn_of(llhttp_t *p)
+{
+    return p->data;
+}
+
+static int append(llhttp_t *p, enum sg_h1_part part, const char *at, size_t n)
+{
+    struct sg_h1s *s = conn_of(p);
+    if (s->state == ST_BODY && part >= SG_H1_FIELD)
+        return 0; /* request trailers: not forwarded (see docs) */
+    if (sg_h1_head_append(&s->head, part, at, n))
+        return 0;
+    s->reject = 431;
+    s->reject_text = "request head too large\n";
+    return -1;
+}
+
+static int on_method(llhttp_t *p, const char *at, size_t n) { return append(p, SG_H1_METHOD, at, n); }
+static int on_url(llhttp_t *p, const char *at, size_t n) { return append(p, SG_H1_URL, at, n); }
+static int on_field(llhttp_t *p, const char *at, size_t n) { return append(p, SG_H1_FIELD, at, n); }
+static int on_value(llhttp_t *p, const char *at, size_t n) { return append(p, SG_H1_VALUE, at, n); }
+
+static int on_value_complete(llhttp_t *p)
+{
+    conn_of(p)->head.field_open = false;
+    return 0;
+}
+
+static int on_message_begin(llhttp_t *p)
+{
+    struct sg_h1s *s = conn_of(p);
+    if (s->state == ST_IDLE) {
+        s->state = ST_HEAD;
+        arm_timer(s, limits(s)->header_timeout_ms);
+    }
+    sg_h1_head_reset(&s->head);
+    return 0;
+}
+
+static int reject(struct sg_h1s *s, int status, const char *text)
+{
+    s->reject = status;
+    s->reject_text = text;
+    return -1;
+}
+
+/* Splits the request target into path and query (RFC 9112 3.2). Only
+ * origin-form is accepted; absolute-form is reduced to its path. */
+static bool split_target(struct sg_h1s *s, struct sg_str url)
+{
+    if (url.len > 7 && (strncasecmp(url.p, "http://", 7) == 0 || strncasecmp(url.p, "https://", 8) == 0)) {
+        const char *slash = memchr(url.p + 8, '/', url.len - 8);
+        if (!slash)
+            return false;
+        url.len -= (size_t)(slash - url.p);
+        url.p = slash;
+    }
+    if (url.len == 0 || url.p[0] != '/')
+        return false;
+    const char *q = memchr(url.p, '?', url.len);
+    s->req.target = url;
+    s->req.path = (struct sg_str){ url.p, q ? (size_t)(q - url.p) : url.len };
+    s->req.query = q ? (struct sg_str){ q + 1, url.len - (size_t)(q - url.p) - 1 } : SG_STR_NULL;
+    return true;
+}
+
+/* RFC 9112 3.2: exactly one Host on HTTP/1.1, and no whitespace or
+ * delimiters a downstream parser could read differently. */
+static bool host_valid(struct sg_str h)
+{
+    for (size_t i = 0; i < h.len; i++) {
+        unsigned char c = (unsigned char)h.p[i];
+        if (c <= 0x20 || c >= 0x7f || c == '/' || c == '?' || c == '#' || c == '@' || c == '\\' || c == ',')
+            return false;
+    }
+    return true;
+}
+
+static int build_request(struct sg_h1s *s, llhttp_t *p)
+{
+    const struct sg_headers *h = &s->head.headers;
+    memset(&s->req, 0, sizeof s->req);
+    s->req.method = s->head.s_method;
+    if (!split_target(s, s->head.s_url))
+        return reject(s, 400, "invalid request target\n");
+    size_t n_host = sg_headers_count(h, SG_STR_LIT("host"));
+    const struct sg_header *host = sg_headers_get(h, SG_STR_LIT("host"));
+    if (n_host > 1 || (n_host == 0 && !s->http10) || (host && (host->value.len == 0 || !host_valid(host->value))))
+        return reject(s, 400, n_host > 1 ? "duplicate Host header\n" : "missing or invalid Host header\n");
+    s->req.host = host ? host->value : SG_STR_NULL;
+    s->req.protocol = s->http10 ? SG_STR_LIT("HTTP/1.0") : SG_STR_LIT("HTTP/1.1");
+    s->req.client_addr = sg_str_c(s->client);
+    s->req.scheme = s->l->tls ? SG_STR_LIT("https") : SG_STR_LIT("http");
+    s->req.headers = h;
+    if (p->flags & F_CHUNKED)
+        s->req.content_length = -1;
+    else if (p->flags & F_CONTENT_LENGTH)
+        s->req.content_length = (int64_t)p->content_length;
+    s->req.head_method = p->method == HTTP_HEAD;
+    const struct sg_header *expect = sg_headers_get(h, SG_STR_LIT("expect"));
+    s->req.expect_continue = expect && sg_str_ieq_c(expect->value, "100-continue") && !s->http10;
+    const struct sg_header *up = sg_headers_get(h, SG_STR_LIT("upgrade"));
+    s->req.upgrade = p->upgrade && up && sg_header_list_has(up->value, SG_STR_LIT("websocket"));
+    return 0;
+}
+
+static const struct sg_downstream_ops h1s_ops;
+
+static int on_headers_complete(llhttp_t *p)
+{
+    struct sg_h1s *s = conn_of(p);
+    arm_timer(s, 0);
+    if (!sg_h1_head_finish(&s->head))
+        return reject(s, 500, "out of memory\n");
+    s->http10 = p->http_major == 1 && p->http_minor == 0;
+    if (p->http_major != 1 || p->http_minor > 1)
+        return reject(s, 400, "unsupported HTTP version\n");
+    if (p->method == HTTP_CONNECT)
+        return reject(s, 405, "CONNECT is not supported\n");
+    if (build_request(s, p) < 0)
+        return -1;
+    if (!s->req.upgrade)
+        p->upgrade = 0; /* only websocket is tunnelled; other upgrades are plain requests */
+    s->keep_alive = llhttp_should_keep_alive(p) && !s->req.upgrade;
+    s->state = ST_BODY;
+    s->ex = sg_exchange_new(s->w, &h1s_ops, s, &s->req);
+    if (!s->ex)
+        return reject(s, 500, "out of memory\n");
+    sg_exchange_start(s->ex);
+    return 0;
+}
+
+static int on_body(llhttp_t *p, const char *at, size_t n)
+{
+    struct sg_h1s *s = conn_of(p);
+    if (s->ex)
+        sg_exchange_request_body(s->ex, at, n);
+    return 0;
+}
+
+/* Stop after each request: the next one is parsed once this one's
+ * response is complete, which keeps pipelined answers in order. */
+static int on_message_complete(llhttp_t *p)
+{
+    struct sg_h1s *s = conn_of(p);
+    if (s->state == ST_BODY)
+        s->state = ST_WAIT;
+    if (s->ex)
+        sg_exchange_request_end(s->ex);
+    else if (!s->closing && !s->closed && s->state == ST_WAIT)
+        go_idle(s); /* answered already */
+    return HPE_PAUSED;
+}
+
+static const llhttp_settings_t h1s_settings = {
+    .on_message_begin = on_message_begin,
+    .on_method = on_method,
+    .on_url = on_url,
+    .on_header_field = on_field,
+    .on_header_value = on_value,
+    .on_header_value_complete = on_value_complete,
+    .on_headers_complete = on_headers_complete,
+    .on_body = on_body,
+    .on_message_complete = on_message_complete,
+};
+
+/* ---- input --------------------------------------------------------------- */
+
+/* Head bytes llhttp 8 lets through but a proxy must not (a backend that
+ * reads them differently sees another request):
+ *  - a bare LF or CR as a line end (RFC 9112 2.2),
+ *  - obs-fold, a field line starting with SP/HTAB (RFC 9112 5.2),
+ *  - whitespace between a field name and its colon (RFC 9112 5.1),
+ *  - NUL anywhere in the head.
+ * Only head bytes are checked: the scan stops at the empty line that ends
+ * the head, and restarts with the next request. Returns the reason for
+ * a 400, or NULL. */
+static const char *head_bytes_problem(struct sg_h1s *s, const char *p, size_t n)
+{
+    for (size_t i = 0; i < n && !s->head_end; i++) {
+        char c = p[i];
+        if ((s->prev == '\r' && c != '\n') || c == '\0')
+            return "bare CR or NUL in request head\n";
+        if (c == '\n') {
+            if (s->prev != '\r')
+                return "bare LF in request head\n";
+            if (s->line_len == 0 && s->seen_line)
+                s->head_end = true;
+            s->seen_line = s->seen_line || s->line_len > 0;
+            s->line_len = 0;
+            s->in_name = s->seen_line;
+        } else if (c != '\r') {
+            if (s->in_name && (c == ' ' || c == '\t'))
+                return s->line_len == 0 ? "obs-fold (folded header line) in request head\n" : "whitespace before a header field colon\n";
+            if (c == ':')
+                s->in_name = false;
+            s->line_len++;
+        }
+        s->prev = c;
+    }
+    return NULL;
+}
+
+static void head_scan_reset(struct sg_h1s *s)
+{
+    s->prev = 0;
+    s->line_len = 0;
+    s->seen_line = s->head_end = s->in_name = false;
+}
+
+static void parse_error(struct sg_h1s *s, llhttp_errno_t err)
+{
+    if (s->ex) {
+        /* Broken framing inside a body: the exchange cannot complete. */
+        sg_exchange_reject(s->ex, 400, "malformed request body\n");
+        return;
+    }
+    if (s->reject) {
+        h1s_respond_error(s, s->reject, s->reject_text);
+        return;
+    }
+    sg_debug("client %s: bad request: %s", s->client, llhttp_errno_name(err));
+    h1s_respond_error(s, 400, "malformed request\n");
+}
+
+static bool parse_chunk(struct sg_h1s *s, struct evbuffer *in)
+{
+    struct evbuffer_iovec v;
+    if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
+        return false;
+    const char *data = v.iov_base;
+    size_t len = v.iov_len;
+    const char *problem = s->head_end ? NULL : head_bytes_problem(s, data, len);
+    if (problem) {
+        h1s_respond_error(s, 400, problem);
+        return false;
+    }
+    llhttp_errno_t err = llhttp_execute(&s->parser, data, len);
+    size_t used = len;
+    if (err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE) {
+        used = (size_t)(llhttp_get_error_pos(&s->parser) - data);
+        evbuffer_drain(in, used);
+        if (err == HPE_PAUSED)
+            llhttp_resume(&s->parser);
+        return false; /* message complete: wait for its response */
+    }
+    if (err != HPE_OK) {
+        evbuffer_drain(in, len);
+        parse_error(s, err);
+        return false;
+    }
+    evbuffer_drain(in, used);
+    return true;
+}
+
+static void update_read(struct sg_h1s *s)
+{
+    bool pause = s->ex && sg_exchange_request_congested(s->ex);
+    if (pause != s->read_paused) {
+        s->read_paused = pause;
+        if (pause)
+            bufferevent_disable(s->bev, EV_READ);
+        else
+            bufferevent_enable(s->bev, EV_READ);
+    }
+}
+
+static void h1s_process(struct sg_h1s *s)
+{
+    if (s->closed || s->in_parse)
+        return;
+    s->in_parse = true;
+    struct evbuffer *in = bufferevent_get_input(s->bev);
+    while (!s->closing && !s->closed && s->state != ST_WAIT && s->state != ST_TUNNEL &&
+           evbuffer_get_length(in) > 0)
+        if (!parse_chunk(s, in))
+            break;
+    s->in_parse = false;
+    if (!s->closed && !s->closing)
+        update_read(s);
+}
+
+static void read_cb(struct bufferevent *bev, void *arg)
+{
+    h1s_process(arg);
+}
+
+static void resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+    h1s_process(arg);
+}
+
+static void write_cb(struct bufferevent *bev, void *arg)
+{
+    struct sg_h1s *s = arg;
+    if (s->closing) {
+        if (evbuffer_get_length(out(s)) == 0)
+            h1s_close(s);
+        return;
+    }
+    if (s->ex)
+        sg_exchange_downstream_writable(s->ex);
+}
+
+static void event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    h1s_close(arg);
+}
+
+/* ---- output: the downstream ops ------------------------------------------ */
+
+static void emit_field(void *ctx, struct sg_str name, struct sg_str value)
+{
+    struct evbuffer *o = ctx;
+    evbuffer_add(o, name.p, name.len);
+    evbuffer_add(o, ": ", 2);
+    evbuffer_add(o, value.p, value.len);
+    evbuffer_add(o, "\r\n", 2);
+}
+
+static void status_line(struct sg_h1s *s, int status)
+{
+    evbuffer_add_printf(out(s), "HTTP/1.1 %d %s\r\n", status, reason(status));
+}
+
+static void ds_expect_continue(void *ds)
+{
+    evbuffer_add(out(ds), "HTTP/1.1 100 Continue\r\n\r\n", 25);
+}
+
+static void ds_interim(void *ds, int status, const struct sg_headers *h)
+{
+    struct sg_h1s *s = ds;
+    if (s->http10)
+        return;
+    status_line(s, status);
+    sg_headers_forward_response(h, NULL, false, emit_field, out(s));
+    evbuffer_add(out(s), "\r\n", 2);
+}
+
+static void ds_head(void *ds, int status, const struct sg_headers *h, const struct sg_header_edits *edits,
+                    int64_t content_length, bool upgrade)
+{
+    struct sg_h1s *s = ds;
+    struct evbuffer *o = out(s);
+    s->resp_no_body = s->req.head_method || status == 204 || status == 304 || status < 200;
+    s->resp_chunked = false;
+    if (s->w->draining)
+        s->keep_alive = false;
+    status_line(s, status);
+    sg_headers_forward_response(h, edits, upgrade, emit_field, o);
+    if (upgrade) {
+        /* Upgrade + Connection were emitted by the forward rules. */
+    } else if (s->resp_no_body) {
+        if (content_length >= 0 && status != 204 && status >= 200)
+            evbuffer_add_printf(o, "Content-Length: %lld\r\n", (long long)content_length);
+    } else if (content_length >= 0) {
+        evbuffer_add_printf(o, "Content-Length: %lld\r\n", (long long)content_length);
+    } else if (!s->http10) {
+        evbuffer_add(o, "Transfer-Encoding: chunked\r\n", 28);
+        s->resp_chunked = true;
+    } else {
+        s->keep_alive = false; /* close-delimited for HTTP/1.0 */
+    }
+    if (!upgrade) {
+        if (!s->keep_alive)
+            evbuffer_add(o, "Connection: close\r\n", 19);
+        else if (s->http10)
+            evbuffer_add(o, "Connection: keep-alive\r\n", 24);
+    }
+    evbuffer_add(o, "\r\n", 2);
+}
+
+static void ds_body(void *ds, const char *p, size_t n)
+{
+    struct sg_h1s *s = ds;
+    if (s->resp_no_body || n == 0)
+        return;
+    if (s->resp_chunked) {
+        evbuffer_add_printf(out(s), "%zx\r\n", n);
+        evbuffer_add(out(s), p, n);
+        evbuffer_add(out(s), "\r\n", 2);
+    } else {
+        evbuffer_add(out(s), p, n);
+    }
+}
+
+static void ds_end(void *ds, const struct sg_headers *trailers)
+{
+    struct sg_h1s *s = ds;
+    if (!s->resp_chunked)
+        return;
+    evbuffer_add(out(s), "0\r\n", 3);
+    if (trailers) {
+        /* Framing fields never belong in trailers (RFC 9110 6.5.1). */
+        for (size_t i = 0; i < trailers->n; i++) {
+            struct sg_str name = trailers->v[i].name;
+            if (sg_header_is_hop_by_hop(name) || sg_str_ieq_c(name, "content-length") ||
+                sg_str_ieq_c(name, "host"))
+                continue;
+            emit_field(out(s), name, trailers->v[i].value);
+        }
+    }
+    evbuffer_add(out(s), "\r\n", 2);
+}
+
+static void write_local(struct sg_h1s *s, int status, const char *text, bool close)
+{
+    size_t n = strlen(text);
+    if (close)
+        s->keep_alive = false;
+    status_line(s, status);
+    evbuffer_add_printf(out(s), "Content-Type: text/plain; charset=utf-8\r\nContent-Length: %zu\r\n%s\r\n", n,
+                        s->keep_alive ? "" : "Connection: close\r\n");
+    if (!s->req.head_method)
+        evbuffer_add(out(s), text, n);
+}
+
+static void ds_local(void *ds, int status, const char *text, bool close)
+{
+    write_local(ds, status, text, close);
+}
+
+static bool ds_congested(void *ds)
+{
+    return evbuffer_get_length(out(ds)) > OUT_HIGH;
+}
+
+static void ds_pause_request(void *ds, bool pause)
+{
+    struct sg_h1s *s = ds;
+    if (!pause)
+        update_read(s);
+}
+
+/* Closing after the output drains; reading stops so nothing more is parsed. */
+static void close_after_flush(struct sg_h1s *s)
+{
+    s->closing = true;
+    bufferevent_disable(s->bev, EV_READ);
+    if (evbuffer_get_length(out(s)) == 0)
+        h1s_close(s);
+    else
+        bufferevent_setwatermark(s->bev, EV_WRITE, 0, 0);
+}
+
+static void ds_abort(void *ds)
+{
+    struct sg_h1s *s = ds;
+    s->ex = NULL;
+    h1s_close(s);
+}
+
+static void go_idle(struct sg_h1s *s)
+{
+    s->state = ST_IDLE;
+    head_scan_reset(s);
+    arm_timer(s, limits(s)->idle_timeout_ms);
+    /* Pipelined input may already be here: parse it on the next turn, not
+     * from inside the callback that finished this exchange. */
+    event_active(&s->resume_ev, EV_READ, 0);
+}
+
+static void ds_done(void *ds, bool close)
+{
+    struct sg_h1s *s = ds;
+    s->ex = NULL;
+    if (s->closed || s->state == ST_TUNNEL)
+        return;
+    if (close || !s->keep_alive || s->w->draining)
+        close_after_flush(s);
+    else if (s->state == ST_WAIT)
+        go_idle(s);
+    /* else ST_BODY: the request is complete but llhttp has not reported its
+     * end yet (a local answer from on_headers_complete); on_message_complete
+     * moves on. */
+}
+
+static void ds_tunnel(void *ds, struct bufferevent *up)
+{
+    struct sg_h1s *s = ds;
+    s->state = ST_TUNNEL;
+    s->ex = NULL;
+    struct bufferevent *down = s->bev;
+    s->bev = NULL;
+    sg_tunnel_start(s->w, down, up);
+    h1s_close(s);
+}
+
+static const struct sg_downstream_ops h1s_ops = {
+    .expect_continue = ds_expect_continue,
+    .interim = ds_interim,
+    .head = ds_head,
+    .body = ds_body,
+    .end = ds_end,
+    .local = ds_local,
+    .congested = ds_congested,
+    .pause_request = ds_pause_request,
+    .abort = ds_abort,
+    .done = ds_done,
+    .tunnel = ds_tunnel,
+};
+
+/* The proxy's own error before or without an exchange: always closes. */
+static void h1s_respond_error(struct sg_h1s *s, int status, const char *text)
+{
+    if (s->closing || s->closed)
+        return;
+    if (s->ex) {
+        sg_exchange_reject(s->ex, status, text);
+        return;
+    }
+    write_local(s, status, text, true);
+    close_after_flush(s);
+}
+
+/* ---- lifetime ------------------------------------------------------------ */
+
+static void h1s_free(void *arg)
+{
+    struct sg_h1s *s = arg;
+    sg_h1_head_free(&s->head);
+    free(s);
+}
+
+/* Idempotent. The memory goes after the current callbacks return. */
+static void h1s_close(struct sg_h1s *s)
+{
+    if (s->closed)
+        return;
+    s->closed = true;
+    if (s->ex) {
+        struct sg_exchange *ex = s->ex;
+        s->ex = NULL;
+        sg_exchange_downstream_gone(ex);
+    }
+    event_del(&s->timer);
+    event_del(&s->resume_ev);
+    if (s->bev)
+        bufferevent_free(s->bev);
+    s->bev = NULL;
+    struct sg_worker *w = s->w;
+    if (s->prev_conn)
+        s->prev_conn->next_conn = s->next_conn;
+    else
+        w->conns = s->next_conn;
+    if (s->next_conn)
+        s->next_conn->prev_conn = s->prev_conn;
+    sg_metrics_gauge_add(w->metrics, s->l->conn_gauge, -1);
+    sg_worker_conn_closed(w);
+    sg_worker_defer(w, h1s_free, s);
+}
+
+static void peer_text(char *buf, size_t len, const struct sockaddr *sa)
+{
+    buf[0] = '\0';
+    if (sa->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, buf, (socklen_t)len);
+    else if (sa->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, buf, (socklen_t)len);
+}
+
+void sg_h1s_accept(struct sg_listener_rt *l, int fd, const struct sockaddr *peer, int peerlen)
+{
+    struct sg_worker *w = l->worker;
+    struct sg_h1s *s = calloc(1, sizeof *s);
+    if (!s) {
+        close(fd);
+        sg_worker_conn_closed(w);
+        return;
+    }
+    s->w = w;
+    s->l = l;
+    s->state = ST_IDLE;
+    peer_text(s->client, sizeof s->client, peer);
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    s->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+    if (!s->bev) {
+        close(fd);
+        free(s);
+        sg_worker_conn_closed(w);
+        return;
+    }
+    sg_h1_head_init(&s->head, limits(s)->max_header_bytes);
+    llhttp_init(&s->parser, HTTP_REQUEST, &h1s_settings);
+    s->parser.data = s;
+    event_assign(&s->timer, w->base, -1, 0, timer_cb, s);
+    event_assign(&s->resume_ev, w->base, -1, 0, resume_cb, s);
+    bufferevent_setcb(s->bev, read_cb, write_cb, event_cb, s);
+    bufferevent_setwatermark(s->bev, EV_READ, 0, IN_HIGH);
+    bufferevent_setwatermark(s->bev, EV_WRITE, OUT_LOW, 0);
+    bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+    s->next_conn = w->conns;
+    if (w->conns)
+        w->conns->prev_conn = s;
+    w->conns = s;
+    sg_metrics_gauge_add(w->metrics, l->conn_gauge, 1);
+    /* nginx's client_header_timeout also starts at accept. */
+    s->state = ST_HEAD;
+    arm_timer(s, limits(s)->header_timeout_ms);
+}
+
+void sg_h1s_drain_all(struct sg_worker *w)
+{
+    for (struct sg_h1s *s = w->conns, *next; s; s = next) {
+        next = s->next_conn;
+        if ((s->state == ST_IDLE || (s->state == ST_HEAD && s->head.wire == 0)) && !s->ex)
+            h1s_close(s);
+    }
+}
+
+void sg_h1s_close_all(struct sg_worker *w)
+{
+    for (struct sg_h1s *s = w->conns, *next; s; s = next) {
+        next = s->next_conn;
+        h1s_close(s);
+    }
+}

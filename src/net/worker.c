@@ -1,0 +1,443 @@
+#include "strangler/worker.h"
+
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/dns.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#include "strangler/h1_server.h"
+#include "strangler/log.h"
+#include "strangler/pool.h"
+
+#define LOG_FLUSH_BYTES (64u * 1024u)
+#define MEMO_SIZE 1024u
+
+/* ---- snapshots ------------------------------------------------------------ */
+
+static struct sg_wsnap *wsnap_new(struct sg_worker *w, struct sg_config *cfg)
+{
+    struct sg_wsnap *s = calloc(1, sizeof *s);
+    if (!s)
+        return NULL;
+    if (sg_pools_attach(w, cfg, &s->ups) < 0) {
+        free(s);
+        return NULL;
+    }
+    s->cfg = sg_config_ref(cfg);
+    s->worker = w;
+    return s;
+}
+
+static void wsnap_free(struct sg_wsnap *s)
+{
+    sg_pools_detach(s->ups, s->cfg->n_upstreams);
+    sg_config_unref(s->cfg);
+    free(s);
+}
+
+struct sg_wsnap *sg_wsnap_pin(struct sg_worker *w)
+{
+    w->snap->pins++;
+    return w->snap;
+}
+
+void sg_wsnap_unpin(struct sg_wsnap *s)
+{
+    if (--s->pins == 0 && s->retired)
+        wsnap_free(s);
+}
+
+/* Swaps the worker to a new snapshot; the old one lives on while requests
+ * that started on it are pinned to it. */
+static void worker_adopt(struct sg_worker *w, struct sg_config *cfg)
+{
+    struct sg_wsnap *s = wsnap_new(w, cfg);
+    if (!s) {
+        sg_error("worker %u: cannot adopt configuration generation %llu", w->id,
+                 (unsigned long long)cfg->generation);
+        return;
+    }
+    struct sg_wsnap *old = w->snap;
+    w->snap = s;
+    if (old) {
+        old->retired = true;
+        if (old->pins == 0)
+            wsnap_free(old);
+    }
+}
+
+/* ---- deferred frees ---------------------------------------------------- */
+
+static void defer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct sg_worker *w = arg;
+    /* Frees may defer more frees: run until the list stays empty. */
+    while (w->deferred) {
+        struct sg_defer *d = w->deferred;
+        w->deferred = NULL;
+        while (d) {
+            struct sg_defer *next = d->next;
+            d->fn(d->arg);
+            free(d);
+            d = next;
+        }
+    }
+}
+
+void sg_worker_defer(struct sg_worker *w, sg_defer_fn fn, void *arg)
+{
+    struct sg_defer *d = malloc(sizeof *d);
+    if (!d) { /* better a late free than a use after free */
+        sg_error("out of memory deferring a free; leaking %p", arg);
+        return;
+    }
+    d->fn = fn;
+    d->arg = arg;
+    d->next = w->deferred;
+    w->deferred = d;
+    event_active(w->defer_ev, EV_READ, 0);
+}
+
+/* ---- randomness and ids -------------------------------------------------- */
+
+static uint64_t rotl(uint64_t x, int k)
+{
+    return (x << k) | (x >> (64 - k));
+}
+
+/* xoshiro256**: fast, per worker, seeded from getrandom. Not for secrets. */
+uint64_t sg_worker_random(struct sg_worker *w)
+{
+    uint64_t *s = w->rng;
+    uint64_t result = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = rotl(s[3], 45);
+    return result;
+}
+
+void sg_worker_request_id(struct sg_worker *w, char out[37])
+{
+    uint64_t a = sg_worker_random(w), b = sg_worker_random(w);
+    a = (a & ~0xf000ull) | 0x4000ull; /* version 4 */
+    b = (b & ~(3ull << 62)) | (2ull << 62); /* variant 10 */
+    snprintf(out, 37, "%08x-%04x-%04x-%04x-%012llx", (unsigned)(a >> 32), (unsigned)((a >> 16) & 0xffff),
+             (unsigned)(a & 0xffff), (unsigned)(b >> 48), (unsigned long long)(b & 0xffffffffffffull));
+}
+
+/* ---- access log ------------------------------------------------------------ */
+
+static void log_flush(struct sg_worker *w)
+{
+    while (evbuffer_get_length(w->access_log) > 0) {
+        int n = evbuffer_write(w->access_log, STDOUT_FILENO);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) { /* stdout gone or broken: drop rather than block forever */
+            evbuffer_drain(w->access_log, evbuffer_get_length(w->access_log));
+            break;
+        }
+    }
+}
+
+static void log_cb(evutil_socket_t fd, short what, void *arg)
+{
+    log_flush(arg);
+}
+
+void sg_worker_log_commit(struct sg_worker *w)
+{
+    if (evbuffer_get_length(w->access_log) >= LOG_FLUSH_BYTES)
+        log_flush(w);
+    else
+        event_active(w->log_ev, EV_READ, 0);
+}
+
+/* ---- metrics memo ------------------------------------------------------------ */
+
+struct sg_metric_memo {
+    const char *route, *upstream;
+    int code; /* -1: the duration histogram */
+    sg_series_t id;
+};
+
+static sg_series_t memo_lookup(struct sg_worker *w, const char *route, const char *upstream, int code,
+                               const char *family)
+{
+    uintptr_t h = ((uintptr_t)route * 31u) ^ ((uintptr_t)upstream * 17u) ^ (uintptr_t)(code + 1) * 2654435761u;
+    struct sg_metric_memo *m = &w->memo[(h >> 4) % MEMO_SIZE];
+    if (m->route == route && m->upstream == upstream && m->code == code)
+        return m->id;
+    char r[256], u[256], labels[700];
+    sg_metrics_label_escape(route, r, sizeof r);
+    sg_metrics_label_escape(upstream, u, sizeof u);
+    if (code >= 0)
+        snprintf(labels, sizeof labels, "route=\"%s\",upstream=\"%s\",code=\"%d\"", r, u, code);
+    else
+        snprintf(labels, sizeof labels, "route=\"%s\",upstream=\"%s\"", r, u);
+    *m = (struct sg_metric_memo){ route, upstream, code, sg_metrics_series(family, labels) };
+    return m->id;
+}
+
+/* Keyed by the name pointers of the snapshot: a new snapshot just fills new
+ * entries, and the registry hands back the same series for the same names. */
+sg_series_t sg_worker_series_requests(struct sg_worker *w, const char *route, const char *upstream, int code)
+{
+    return memo_lookup(w, route, upstream, code, "strangler_requests_total");
+}
+
+sg_series_t sg_worker_series_duration(struct sg_worker *w, const char *route, const char *upstream)
+{
+    return memo_lookup(w, route, upstream, -1, "strangler_request_duration_seconds");
+}
+
+/* ---- listeners ----------------------------------------------------------------- */
+
+static void listeners_enable(struct sg_worker *w, bool on)
+{
+    for (size_t i = 0; i < w->n_listeners; i++)
+        if (w->listeners[i].lev)
+            (on ? evconnlistener_enable : evconnlistener_disable)(w->listeners[i].lev);
+}
+
+static bool over_connection_limit(struct sg_worker *w)
+{
+    uint32_t max = w->snap->cfg->limits.max_connections;
+    return max && atomic_load_explicit(&w->server->conns, memory_order_relaxed) >= (long)max;
+}
+
+static void accept_resume_cb(evutil_socket_t fd, short what, void *arg);
+
+/* Accepting stops for a moment; it resumes after the pause, or earlier
+ * when one of this worker's connections closes. */
+static void accept_pause(struct sg_worker *w)
+{
+    listeners_enable(w, false);
+    struct timeval tv = { 0, 100000 };
+    event_base_once(w->base, -1, EV_TIMEOUT, accept_resume_cb, w, &tv);
+}
+
+static void accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa, int len, void *arg)
+{
+    struct sg_listener_rt *l = arg;
+    struct sg_worker *w = l->worker;
+    if (w->draining || over_connection_limit(w)) {
+        close(fd);
+        if (!w->draining)
+            accept_pause(w);
+        return;
+    }
+    atomic_fetch_add_explicit(&w->server->conns, 1, memory_order_relaxed);
+    w->n_conns++;
+    sg_h1s_accept(l, fd, sa, len);
+}
+
+static void accept_resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct sg_worker *w = arg;
+    if (!w->draining)
+        listeners_enable(w, true);
+}
+
+/* Out of file descriptors (EMFILE/ENFILE): pause accepting for a moment
+ * instead of spinning on a listener that is always readable. */
+static void accept_error_cb(struct evconnlistener *lev, void *arg)
+{
+    struct sg_listener_rt *l = arg;
+    struct sg_worker *w = l->worker;
+    int err = EVUTIL_SOCKET_ERROR();
+    sg_warn("listener %s: accept failed: %s; pausing accepts for 100ms", l->name,
+            evutil_socket_error_to_string(err));
+    accept_pause(w);
+}
+
+void sg_worker_conn_closed(struct sg_worker *w)
+{
+    atomic_fetch_sub_explicit(&w->server->conns, 1, memory_order_relaxed);
+    w->n_conns--;
+    if (w->draining) {
+        if (w->n_conns == 0)
+            event_base_loopexit(w->base, NULL);
+        return;
+    }
+    if (w->snap->cfg->limits.max_connections && !over_connection_limit(w))
+        listeners_enable(w, true);
+}
+
+/* ---- control messages from the main thread ------------------------------------- */
+
+static void worker_drain(struct sg_worker *w)
+{
+    if (w->draining)
+        return;
+    w->draining = true;
+    for (size_t i = 0; i < w->n_listeners; i++)
+        if (w->listeners[i].lev) {
+            evconnlistener_free(w->listeners[i].lev);
+            w->listeners[i].lev = NULL;
+        }
+    sg_h1s_drain_all(w);
+    if (w->n_conns == 0)
+        event_base_loopexit(w->base, NULL);
+}
+
+static void mbox_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct sg_worker *w = arg;
+    pthread_mutex_lock(&w->mbox_lock);
+    struct sg_config *cfg = w->mbox_cfg;
+    bool drain = w->mbox_drain;
+    w->mbox_cfg = NULL;
+    pthread_mutex_unlock(&w->mbox_lock);
+    if (cfg) {
+        worker_adopt(w, cfg);
+        sg_config_unref(cfg);
+    }
+    if (drain)
+        worker_drain(w);
+}
+
+void sg_worker_post_config(struct sg_worker *w, struct sg_config *cfg)
+{
+    pthread_mutex_lock(&w->mbox_lock);
+    if (w->mbox_cfg)
+        sg_config_unref(w->mbox_cfg);
+    w->mbox_cfg = sg_config_ref(cfg);
+    pthread_mutex_unlock(&w->mbox_lock);
+    event_active(w->mbox_ev, EV_READ, 0);
+}
+
+void sg_worker_post_drain(struct sg_worker *w)
+{
+    pthread_mutex_lock(&w->mbox_lock);
+    w->mbox_drain = true;
+    pthread_mutex_unlock(&w->mbox_lock);
+    event_active(w->mbox_ev, EV_READ, 0);
+}
+
+/* ---- life cycle ------------------------------------------------------------------ */
+
+int sg_worker_init(struct sg_worker *w, struct sg_server *srv, unsigned id, struct sg_config *cfg)
+{
+    memset(w, 0, sizeof *w);
+    w->id = id;
+    w->server = srv;
+    pthread_mutex_init(&w->mbox_lock, NULL);
+    if (getrandom(w->rng, sizeof w->rng, 0) != sizeof w->rng)
+        for (int i = 0; i < 4; i++)
+            w->rng[i] = ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)w ^ ((uint64_t)i * 0x9e3779b97f4a7c15ull);
+    w->base = event_base_new();
+    if (!w->base)
+        return -1;
+    w->dns = evdns_base_new(w->base, EVDNS_BASE_INITIALIZE_NAMESERVERS | EVDNS_BASE_DISABLE_WHEN_INACTIVE);
+    if (!w->dns)
+        w->dns = evdns_base_new(w->base, 0); /* no resolv.conf: /etc/hosts and literals still work */
+    w->metrics = sg_metrics_shard_new();
+    w->memo = calloc(MEMO_SIZE, sizeof *w->memo);
+    w->access_log = evbuffer_new();
+    w->defer_ev = event_new(w->base, -1, 0, defer_cb, w);
+    w->log_ev = event_new(w->base, -1, 0, log_cb, w);
+    w->mbox_ev = event_new(w->base, -1, 0, mbox_cb, w);
+    if (!w->dns || !w->metrics || !w->memo || !w->access_log || !w->defer_ev || !w->log_ev || !w->mbox_ev)
+        return -1;
+    /* The log and the frees run after the turn's other callbacks. */
+    event_priority_set(w->defer_ev, 0);
+    worker_adopt(w, cfg);
+    return w->snap ? 0 : -1;
+}
+
+/* fds[i]: this worker's bound socket for listener i. */
+int sg_worker_listen(struct sg_worker *w, const int *fds, size_t n, char *const *names, const bool *tls)
+{
+    w->listeners = calloc(n, sizeof *w->listeners);
+    if (!w->listeners)
+        return -1;
+    w->n_listeners = n;
+    for (size_t i = 0; i < n; i++) {
+        struct sg_listener_rt *l = &w->listeners[i];
+        l->worker = w;
+        l->name = names[i];
+        l->index = i;
+        l->fd = fds[i];
+        l->tls = tls[i];
+        char buf[300], labels[320];
+        snprintf(labels, sizeof labels, "listener=\"%s\"", sg_metrics_label_escape(names[i], buf, sizeof buf));
+        l->conn_gauge = sg_metrics_series("strangler_downstream_connections", labels);
+        l->lev = evconnlistener_new(w->base, accept_cb, l, LEV_OPT_CLOSE_ON_FREE, -1, fds[i]);
+        if (!l->lev)
+            return -1;
+        evconnlistener_set_error_cb(l->lev, accept_error_cb);
+    }
+    return 0;
+}
+
+static void *worker_main(void *arg)
+{
+    struct sg_worker *w = arg;
+    event_base_dispatch(w->base);
+    sg_h1s_close_all(w);
+    defer_cb(-1, 0, w);
+    log_flush(w);
+    if (w->server->on_worker_exit)
+        w->server->on_worker_exit(w->server);
+    return NULL;
+}
+
+int sg_worker_start(struct sg_worker *w)
+{
+    return pthread_create(&w->thread, NULL, worker_main, w) == 0 ? 0 : -1;
+}
+
+void sg_worker_join(struct sg_worker *w)
+{
+    pthread_join(w->thread, NULL);
+}
+
+/* Forced end of a drain: every connection closes, the loop stops. */
+static void stop_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct sg_worker *w = arg;
+    worker_drain(w);
+    sg_h1s_close_all(w);
+    event_base_loopexit(w->base, NULL);
+}
+
+void sg_worker_post_stop(struct sg_worker *w)
+{
+    event_base_once(w->base, -1, EV_TIMEOUT, stop_cb, w, NULL);
+}
+
+void sg_worker_destroy(struct sg_worker *w)
+{
+    for (size_t i = 0; i < w->n_listeners; i++)
+        if (w->listeners[i].lev)
+            evconnlistener_free(w->listeners[i].lev);
+    free(w->listeners);
+    sg_pools_free_all(w);
+    if (w->snap) {
+        w->snap->retired = true;
+        if (w->snap->pins == 0)
+            wsnap_free(w->snap);
+    }
+    if (w->mbox_cfg)
+        sg_config_unref(w->mbox_cfg);
+    if (w->dns)
+        evdns_base_free(w->dns, 0);
+    event_free(w->defer_ev);
+    event_free(w->log_ev);
+    event_free(w->mbox_ev);
+    evbuffer_free(w->access_log);
+    free(w->memo);
+    if (w->base)
+        event_base_free(w->base);
+    pthread_mutex_destroy(&w->mbox_lock);
+}

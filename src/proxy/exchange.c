@@ -1,0 +1,629 @@
+/* The life of one proxied request.
+ *
+ *   start -> route -> attempt -> (acquire) -> attach: head + body out
+ *         -> response head -> body ... -> end -> ex_finish
+ *   any failure before the response head: ex_upstream_failed -> retry
+ *         (ex_attempt) or a local 502/503/504 -> ex_finish
+ *   any failure after it: the client side is aborted -> ex_finish
+ *
+ * ex_finish is the only exit: it logs, counts, gives the upstream
+ * connection back and tells the downstream; the memory goes after the
+ * current callbacks have returned (sg_worker_defer). */
+#include "strangler/exchange.h"
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/event_struct.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "strangler/access_log.h"
+#include "strangler/clock.h"
+#include "strangler/h1_client.h"
+#include "strangler/log.h"
+#include "strangler/pool.h"
+#include "strangler/router.h"
+#include "strangler/worker.h"
+
+const char sg_err_reset[] = "upstream reset the connection";
+const char sg_err_invalid_response[] = "upstream sent an invalid response";
+const char sg_err_timeout[] = "upstream timed out";
+
+/* A body up to this size is held so that the request can be replayed on a
+ * retry; beyond it, a request whose body has started upstream is final. */
+#define REPLAY_MAX (64u * 1024u)
+/* Body bytes waiting for an upstream connection before the client is paused. */
+#define PENDING_HIGH (256u * 1024u)
+#define REQUEST_ID_MAX 200
+
+struct sg_exchange {
+    struct sg_worker *w;
+    struct sg_wsnap *snap;
+    const struct sg_downstream_ops *ops;
+    void *ds;
+    struct sg_request req;
+    const struct sg_route *route;
+    const struct sg_destination *dest;
+    struct sg_upstream_rt *ups;
+    struct sg_pool *pool, *prev_pool;
+    struct sg_acquire acq;
+    struct sg_h1c h1c;
+    bool acquiring, attached, fresh;
+    unsigned tries; /* attempts started */
+    bool stale_retry_used;
+    struct evbuffer *pending; /* body not yet handed to a connection */
+    struct evbuffer *replay; /* the whole body so far, while <= REPLAY_MAX */
+    bool replay_lost;
+    uint64_t body_sent; /* body bytes handed to the current/last connection */
+    uint64_t bytes_in, bytes_out;
+    bool req_done, resp_started, resp_done, finished, ds_gone;
+    int status;
+    const char *error;
+    struct event route_timer, try_timer;
+    bool route_timer_on, try_timer_on;
+    uint64_t start_mono_us, start_wall_us;
+    char request_id[REQUEST_ID_MAX + 1];
+    size_t request_id_len;
+    char *target; /* rewritten path + query sent upstream */
+    size_t target_len;
+};
+
+static void ex_finish(struct sg_exchange *ex, bool close);
+static void ex_attempt(struct sg_exchange *ex);
+static void ex_upstream_failed(struct sg_exchange *ex, const char *err, bool stale);
+
+struct sg_exchange *sg_exchange_new(struct sg_worker *w, const struct sg_downstream_ops *ops, void *ds,
+                                    const struct sg_request *req)
+{
+    struct sg_exchange *ex = calloc(1, sizeof *ex);
+    if (!ex)
+        return NULL;
+    ex->w = w;
+    ex->snap = sg_wsnap_pin(w);
+    ex->ops = ops;
+    ex->ds = ds;
+    ex->req = *req;
+    ex->start_mono_us = sg_mono_us();
+    ex->start_wall_us = sg_wall_us();
+    return ex;
+}
+
+static void ex_free(void *arg)
+{
+    struct sg_exchange *ex = arg;
+    sg_h1c_free(&ex->h1c);
+    if (ex->pending)
+        evbuffer_free(ex->pending);
+    if (ex->replay)
+        evbuffer_free(ex->replay);
+    free(ex->target);
+    sg_wsnap_unpin(ex->snap);
+    free(ex);
+}
+
+/* ---- timers ------------------------------------------------------------ */
+
+static void timer_stop(struct event *ev, bool *on)
+{
+    if (*on) {
+        event_del(ev);
+        *on = false;
+    }
+}
+
+static void route_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct sg_exchange *ex = arg;
+    ex->route_timer_on = false;
+    ex->error = sg_err_timeout;
+    if (ex->resp_started) {
+        ex->ops->abort(ex->ds);
+        ex_finish(ex, true);
+        return;
+    }
+    ex->status = 504;
+    ex->ops->local(ex->ds, 504, "upstream timed out\n", !ex->req_done);
+    ex_finish(ex, !ex->req_done);
+}
+
+static void try_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct sg_exchange *ex = arg;
+    ex->try_timer_on = false;
+    sg_acquire_cancel(&ex->acq);
+    ex->acquiring = false;
+    sg_h1c_detach(&ex->h1c, false);
+    ex->attached = false;
+    ex_upstream_failed(ex, sg_err_timeout, false);
+}
+
+static void timer_start(struct sg_exchange *ex, struct event *ev, bool *on, uint64_t ms,
+                        void (*cb)(evutil_socket_t, short, void *))
+{
+    if (ms == 0)
+        return;
+    if (!*on)
+        event_assign(ev, ex->w->base, -1, 0, cb, ex);
+    struct timeval tv = sg_tv_ms(ms);
+    event_add(ev, &tv);
+    *on = true;
+}
+
+/* ---- local answers ----------------------------------------------------- */
+
+static void ex_local(struct sg_exchange *ex, int status, const char *text)
+{
+    ex->status = status;
+    /* A body still arriving cannot be skipped reliably: close after. */
+    bool close = !ex->req_done;
+    ex->ops->local(ex->ds, status, text, close);
+    ex_finish(ex, close);
+}
+
+/* ---- start ------------------------------------------------------------- */
+
+static void ex_request_id(struct sg_exchange *ex)
+{
+    const struct sg_header *h = sg_headers_get(ex->req.headers, SG_STR_LIT("x-request-id"));
+    if (h && sg_request_id_valid(h->value) && h->value.len <= REQUEST_ID_MAX) {
+        memcpy(ex->request_id, h->value.p, h->value.len);
+        ex->request_id_len = h->value.len;
+    } else {
+        sg_worker_request_id(ex->w, ex->request_id);
+        ex->request_id_len = 36;
+    }
+}
+
+static bool ex_rewrite(struct sg_exchange *ex)
+{
+    const struct sg_route *r = ex->route;
+    size_t cap = ex->req.path.len + (r->rewrite_prefix ? strlen(r->rewrite_prefix) : 0) + ex->req.query.len + 2;
+    ex->target = malloc(cap);
+    if (!ex->target)
+        return false;
+    size_t n = sg_route_rewrite(r, ex->req.path, ex->target, cap);
+    if (n == SIZE_MAX)
+        return false;
+    if (ex->req.query.len) {
+        ex->target[n++] = '?';
+        memcpy(ex->target + n, ex->req.query.p, ex->req.query.len);
+        n += ex->req.query.len;
+    }
+    ex->target_len = n;
+    return true;
+}
+
+static const struct sg_destination *ex_pick(struct sg_exchange *ex)
+{
+    struct sg_str key;
+    uint64_t point = sg_sticky_key(ex->route, ex->req.headers, &key) ? sg_sticky_hash(key)
+                                                                     : sg_worker_random(ex->w);
+    return sg_split_pick(ex->route, point);
+}
+
+void sg_exchange_start(struct sg_exchange *ex)
+{
+    const struct sg_config *cfg = ex->snap->cfg;
+    ex->req_done = ex->req.content_length == 0;
+    ex_request_id(ex);
+    struct sg_request_view view = { ex->req.method, ex->req.path, ex->req.host, ex->req.headers };
+    ex->route = sg_route_match(cfg, &view);
+    if (!ex->route) {
+        ex_local(ex, 404, "no route matches this request\n");
+        return;
+    }
+    if (cfg->limits.max_request_body_bytes && ex->req.content_length > 0 &&
+        (uint64_t)ex->req.content_length > cfg->limits.max_request_body_bytes) {
+        ex_local(ex, 413, "request body too large\n");
+        return;
+    }
+    ex->dest = ex_pick(ex);
+    if (!ex->dest || !ex_rewrite(ex)) {
+        ex_local(ex, 503, "no destination available\n");
+        return;
+    }
+    ex->ups = &ex->snap->ups[ex->dest->upstream->index];
+    timer_start(ex, &ex->route_timer, &ex->route_timer_on, ex->route->timeout_ms, route_timeout_cb);
+    if (ex->req.expect_continue && !ex->req_done)
+        ex->ops->expect_continue(ex->ds);
+    ex_attempt(ex);
+}
+
+/* ---- attempts ---------------------------------------------------------- */
+
+static void emit_h1(void *ctx, struct sg_str name, struct sg_str value)
+{
+    struct evbuffer *out = ctx;
+    evbuffer_add(out, name.p, name.len);
+    evbuffer_add(out, ": ", 2);
+    evbuffer_add(out, value.p, value.len);
+    evbuffer_add(out, "\r\n", 2);
+}
+
+static void send_buffer(struct sg_exchange *ex, struct evbuffer *buf, bool drain)
+{
+    struct evbuffer_ptr pos;
+    struct evbuffer_iovec v;
+    evbuffer_ptr_set(buf, &pos, 0, EVBUFFER_PTR_SET);
+    while (evbuffer_peek(buf, -1, &pos, &v, 1) > 0) {
+        sg_h1c_body(&ex->h1c, v.iov_base, v.iov_len);
+        ex->body_sent += v.iov_len;
+        if (evbuffer_ptr_set(buf, &pos, v.iov_len, EVBUFFER_PTR_ADD) < 0)
+            break;
+    }
+    if (drain)
+        evbuffer_drain(buf, evbuffer_get_length(buf));
+}
+
+static void ex_attach(struct sg_exchange *ex, struct sg_uconn *uc)
+{
+    char hostbuf[300];
+    struct sg_str host = ex->req.host;
+    if (host.len == 0) { /* HTTP/1.0 without Host */
+        int n = snprintf(hostbuf, sizeof hostbuf, "%s:%u", ex->pool->host, ex->pool->port);
+        host = (struct sg_str){ hostbuf, (size_t)n };
+    }
+    struct sg_h1c_request r = { ex->req.method, { ex->target, ex->target_len }, host, ex->req.content_length,
+                                ex->req.head_method, ex->req.upgrade };
+    ex->attached = true;
+    sg_h1c_begin(&ex->h1c, uc, ex, &r);
+    struct sg_forward_request_opts o = {
+        .client_addr = ex->req.client_addr,
+        .proto = ex->req.scheme,
+        .request_id = { ex->request_id, ex->request_id_len },
+        .upgrade = ex->req.upgrade,
+        .edits = &ex->route->request_headers,
+    };
+    sg_headers_forward_request(ex->req.headers, &o, emit_h1, sg_h1c_output(&ex->h1c));
+    sg_h1c_head_done(&ex->h1c);
+    bool replaying = ex->body_sent > 0;
+    ex->body_sent = 0;
+    if (replaying) {
+        send_buffer(ex, ex->replay, false);
+        if (ex->pending)
+            evbuffer_drain(ex->pending, evbuffer_get_length(ex->pending));
+    } else if (ex->pending) {
+        send_buffer(ex, ex->pending, true);
+    }
+    if (ex->req_done)
+        sg_h1c_end(&ex->h1c);
+    timer_start(ex, &ex->try_timer, &ex->try_timer_on, ex->route->retries.per_try_timeout_ms, try_timeout_cb);
+    if (!sg_exchange_request_congested(ex))
+        ex->ops->pause_request(ex->ds, false);
+}
+
+static void ex_acquired(void *arg, struct sg_uconn *uc, const char *err)
+{
+    struct sg_exchange *ex = arg;
+    ex->acquiring = false;
+    if (!uc) {
+        ex_upstream_failed(ex, err, false);
+        return;
+    }
+    ex_attach(ex, uc);
+}
+
+static void ex_attempt(struct sg_exchange *ex)
+{
+    ex->tries++;
+    ex->pool = sg_upstream_pick(ex->ups, ex->w, ex->prev_pool);
+    ex->pool->in_flight++;
+    ex->acq = (struct sg_acquire){ ex_acquired, ex, NULL };
+    struct sg_uconn *uc = NULL;
+    const char *err = NULL;
+    bool fresh = ex->fresh;
+    ex->fresh = false;
+    switch (sg_pool_acquire(ex->pool, &ex->acq, fresh, &uc, &err)) {
+    case SG_ACQ_READY:
+        ex_attach(ex, uc);
+        break;
+    case SG_ACQ_PENDING:
+        ex->acquiring = true;
+        timer_start(ex, &ex->try_timer, &ex->try_timer_on, ex->route->retries.per_try_timeout_ms,
+                    try_timeout_cb);
+        break;
+    case SG_ACQ_FAILED:
+        ex_upstream_failed(ex, err, false);
+        break;
+    }
+}
+
+static uint32_t retry_kind(const char *err)
+{
+    if (err == sg_err_connect || err == sg_err_connect_timeout || err == sg_err_resolve)
+        return SG_RETRY_CONNECT_FAILURE;
+    if (err == sg_err_reset || err == sg_err_invalid_response)
+        return SG_RETRY_RESET;
+    if (err == sg_err_timeout)
+        return SG_RETRY_504;
+    return 0;
+}
+
+/* A request can go again if nothing of its body reached an upstream, or
+ * all of it is held in the replay buffer. */
+static bool ex_replayable(const struct sg_exchange *ex)
+{
+    return ex->body_sent == 0 || !ex->replay_lost;
+}
+
+static bool ex_may_retry(struct sg_exchange *ex, uint32_t kind, bool stale)
+{
+    if (!ex_replayable(ex) || ex->finished)
+        return false;
+    /* A pooled connection the upstream had closed just as we reused it:
+     * the request never reached the application. One free retry, on a new
+     * connection, as nginx and Envoy do. */
+    if (stale && !ex->stale_retry_used) {
+        ex->stale_retry_used = true;
+        ex->fresh = true;
+        return true;
+    }
+    const struct sg_retry_policy *p = &ex->route->retries;
+    unsigned used = ex->tries - (ex->stale_retry_used ? 1u : 0u);
+    return (p->on & kind) && used <= p->attempts;
+}
+
+static void ex_release_pool(struct sg_exchange *ex)
+{
+    if (ex->pool) {
+        ex->pool->in_flight--;
+        ex->prev_pool = ex->pool;
+        ex->pool = NULL;
+    }
+}
+
+static void ex_upstream_failed(struct sg_exchange *ex, const char *err, bool stale)
+{
+    timer_stop(&ex->try_timer, &ex->try_timer_on);
+    ex_release_pool(ex);
+    ex->error = err;
+    if (ex->resp_started) {
+        ex->ops->abort(ex->ds);
+        ex_finish(ex, true);
+        return;
+    }
+    if (ex_may_retry(ex, retry_kind(err), stale)) {
+        sg_debug("retrying %.*s after: %s", (int)ex->request_id_len, ex->request_id, err);
+        ex_attempt(ex);
+        return;
+    }
+    int status = err == sg_err_timeout ? 504 : err == sg_err_overloaded ? 503 : 502;
+    char text[128];
+    snprintf(text, sizeof text, "%s\n", err);
+    ex_local(ex, status, text);
+}
+
+/* ---- request body ------------------------------------------------------ */
+
+static void hold_for_replay(struct sg_exchange *ex, const char *p, size_t n)
+{
+    if (ex->replay_lost)
+        return;
+    if (!ex->replay && !(ex->replay = evbuffer_new())) {
+        ex->replay_lost = true;
+        return;
+    }
+    if (evbuffer_get_length(ex->replay) + n > REPLAY_MAX) {
+        ex->replay_lost = true;
+        evbuffer_free(ex->replay);
+        ex->replay = NULL;
+        return;
+    }
+    evbuffer_add(ex->replay, p, n);
+}
+
+void sg_exchange_request_body(struct sg_exchange *ex, const char *p, size_t n)
+{
+    ex->bytes_in += n;
+    if (ex->finished || ex->resp_done)
+        return;
+    const struct sg_config *cfg = ex->snap->cfg;
+    if (cfg->limits.max_request_body_bytes && ex->bytes_in > cfg->limits.max_request_body_bytes) {
+        sg_exchange_reject(ex, 413, "request body too large\n");
+        return;
+    }
+    if (!ex->resp_started)
+        hold_for_replay(ex, p, n);
+    if (ex->attached) {
+        sg_h1c_body(&ex->h1c, p, n);
+        ex->body_sent += n;
+        return;
+    }
+    if (!ex->pending && !(ex->pending = evbuffer_new()))
+        return;
+    evbuffer_add(ex->pending, p, n);
+}
+
+void sg_exchange_request_end(struct sg_exchange *ex)
+{
+    ex->req_done = true;
+    if (ex->finished)
+        return;
+    if (ex->attached)
+        sg_h1c_end(&ex->h1c);
+    if (ex->resp_done)
+        ex_finish(ex, false);
+}
+
+bool sg_exchange_request_congested(const struct sg_exchange *ex)
+{
+    if (ex->finished)
+        return false;
+    if (ex->attached)
+        return sg_h1c_congested(&ex->h1c);
+    return ex->pending && evbuffer_get_length(ex->pending) > PENDING_HIGH;
+}
+
+void sg_exchange_on_upstream_writable(struct sg_exchange *ex)
+{
+    if (ex && !ex->finished && !sg_exchange_request_congested(ex))
+        ex->ops->pause_request(ex->ds, false);
+}
+
+void sg_exchange_reject(struct sg_exchange *ex, int status, const char *text)
+{
+    if (ex->finished)
+        return;
+    sg_acquire_cancel(&ex->acq);
+    ex->acquiring = false;
+    sg_h1c_detach(&ex->h1c, false);
+    ex->attached = false;
+    if (ex->resp_started) {
+        ex->ops->abort(ex->ds);
+        ex_finish(ex, true);
+        return;
+    }
+    ex->status = status;
+    ex->ops->local(ex->ds, status, text, true);
+    ex_finish(ex, true);
+}
+
+/* ---- response ---------------------------------------------------------- */
+
+static uint32_t status_retry_bit(int status)
+{
+    return status == 502 ? SG_RETRY_502 : status == 503 ? SG_RETRY_503 : status == 504 ? SG_RETRY_504 : 0;
+}
+
+void sg_exchange_on_interim(struct sg_exchange *ex, int status, const struct sg_headers *h)
+{
+    /* 100 Continue was answered by the proxy itself (Expect is not forwarded). */
+    if (status != 100)
+        ex->ops->interim(ex->ds, status, h);
+}
+
+void sg_exchange_on_response_head(struct sg_exchange *ex, int status, const struct sg_headers *h,
+                                  int64_t content_length)
+{
+    timer_stop(&ex->try_timer, &ex->try_timer_on);
+    uint32_t bit = status_retry_bit(status);
+    if (bit && (ex->route->retries.on & bit) && ex_may_retry(ex, bit, false)) {
+        sg_h1c_detach(&ex->h1c, false);
+        ex->attached = false;
+        ex_release_pool(ex);
+        ex_attempt(ex);
+        return;
+    }
+    ex->resp_started = true;
+    ex->status = status;
+    if (ex->replay) {
+        evbuffer_free(ex->replay);
+        ex->replay = NULL;
+        ex->replay_lost = true;
+    }
+    ex->ops->head(ex->ds, status, h, &ex->route->response_headers, content_length, false);
+}
+
+void sg_exchange_on_response_body(struct sg_exchange *ex, const char *p, size_t n)
+{
+    ex->bytes_out += n;
+    ex->ops->body(ex->ds, p, n);
+    if (ex->ops->congested(ex->ds))
+        sg_h1c_pause(&ex->h1c, true);
+}
+
+void sg_exchange_downstream_writable(struct sg_exchange *ex)
+{
+    if (ex->attached && !ex->finished)
+        sg_h1c_pause(&ex->h1c, false);
+}
+
+void sg_exchange_on_response_end(struct sg_exchange *ex, const struct sg_headers *trailers)
+{
+    ex->resp_done = true;
+    ex->ops->end(ex->ds, trailers);
+    sg_h1c_detach(&ex->h1c, false);
+    ex->attached = false;
+    /* A response that ends before the request body: the rest of the body
+     * cannot be skipped safely, so the client connection closes. */
+    ex_finish(ex, !ex->req_done);
+}
+
+void sg_exchange_on_upstream_error(struct sg_exchange *ex, const char *err)
+{
+    bool stale = ex->h1c.uc && ex->h1c.uc->requests > 1 && !ex->h1c.got_bytes;
+    sg_h1c_detach(&ex->h1c, false);
+    ex->attached = false;
+    ex_upstream_failed(ex, err, stale);
+}
+
+void sg_exchange_on_upgrade(struct sg_exchange *ex, const struct sg_headers *h)
+{
+    timer_stop(&ex->try_timer, &ex->try_timer_on);
+    timer_stop(&ex->route_timer, &ex->route_timer_on);
+    ex->resp_started = ex->resp_done = true;
+    ex->status = 101;
+    ex->ops->head(ex->ds, 101, h, &ex->route->response_headers, -1, true);
+    struct bufferevent *up = sg_h1c_detach(&ex->h1c, true);
+    ex->attached = false;
+    ex->ops->tunnel(ex->ds, up);
+    ex_finish(ex, false);
+}
+
+void sg_exchange_downstream_gone(struct sg_exchange *ex)
+{
+    ex->ds_gone = true;
+    if (ex->finished)
+        return;
+    if (!ex->resp_started)
+        ex->status = 499; /* as nginx logs it: the client closed first */
+    ex->error = "client closed the connection";
+    ex_finish(ex, true);
+}
+
+/* ---- the one exit -------------------------------------------------------- */
+
+static void ex_log(struct sg_exchange *ex, double duration_ms)
+{
+    struct sg_str mirrored[1];
+    struct sg_access_entry e = {
+        .start_us = ex->start_wall_us,
+        .request_id = { ex->request_id, ex->request_id_len },
+        .method = ex->req.method,
+        .path = ex->req.target,
+        .protocol = ex->req.protocol,
+        .status = ex->status,
+        .duration_ms = duration_ms,
+        .route = ex->route ? sg_str_c(ex->route->name) : SG_STR_NULL,
+        .upstream = ex->dest ? sg_str_c(ex->dest->upstream->name) : SG_STR_NULL,
+        .bytes_in = ex->bytes_in,
+        .bytes_out = ex->bytes_out,
+        .client = ex->req.client_addr,
+        .mirrored = mirrored,
+        .n_mirrored = 0,
+    };
+    sg_access_log_format(ex->w->access_log, &e);
+    sg_worker_log_commit(ex->w);
+}
+
+static void ex_count(struct sg_exchange *ex, double seconds)
+{
+    const char *route = ex->route ? ex->route->name : "";
+    const char *upstream = ex->dest ? ex->dest->upstream->name : "";
+    sg_metrics_add(ex->w->metrics, sg_worker_series_requests(ex->w, route, upstream, ex->status), 1);
+    sg_metrics_observe(ex->w->metrics, sg_worker_series_duration(ex->w, route, upstream), seconds);
+}
+
+static void ex_finish(struct sg_exchange *ex, bool close)
+{
+    if (ex->finished)
+        return;
+    ex->finished = true;
+    timer_stop(&ex->route_timer, &ex->route_timer_on);
+    timer_stop(&ex->try_timer, &ex->try_timer_on);
+    sg_acquire_cancel(&ex->acq);
+    sg_h1c_detach(&ex->h1c, false);
+    ex->attached = false;
+    ex_release_pool(ex);
+    double ms = (double)(sg_mono_us() - ex->start_mono_us) / 1000.0;
+    if (ex->snap->cfg->access_log)
+        ex_log(ex, ms);
+    ex_count(ex, ms / 1000.0);
+    if (ex->error && ex->status >= 500)
+        sg_debug("request %.*s: %s", (int)ex->request_id_len, ex->request_id, ex->error);
+    if (!ex->ds_gone)
+        ex->ops->done(ex->ds, close);
+    sg_worker_defer(ex->w, ex_free, ex);
+}

@@ -1,0 +1,440 @@
+#include "strangler/pool.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/dns.h>
+#include <event2/event.h>
+#include <event2/util.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "strangler/clock.h"
+#include "strangler/log.h"
+#include "strangler/worker.h"
+
+const char sg_err_connect[] = "upstream connect failed";
+const char sg_err_connect_timeout[] = "upstream connect timed out";
+const char sg_err_resolve[] = "upstream name did not resolve";
+const char sg_err_overloaded[] = "upstream max_connections reached";
+
+/* ---- process-wide per-upstream counters ------------------------------ */
+
+static pthread_mutex_t shared_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct sg_upstream_shared *shared_head;
+
+/* Looked up when a worker attaches a snapshot, never per request. */
+static struct sg_upstream_shared *shared_get(const char *name)
+{
+    pthread_mutex_lock(&shared_lock);
+    struct sg_upstream_shared *s = shared_head;
+    while (s && strcmp(s->name, name) != 0)
+        s = s->next;
+    if (!s && (s = calloc(1, sizeof *s)) != NULL) {
+        s->name = strdup(name);
+        s->next = shared_head;
+        shared_head = s;
+    }
+    pthread_mutex_unlock(&shared_lock);
+    return s;
+}
+
+/* ---- pools ------------------------------------------------------------ */
+
+static void pool_set_metrics(struct sg_pool *p)
+{
+    char up[256], labels[512];
+    sg_metrics_label_escape(p->upstream_name, up, sizeof up);
+    snprintf(labels, sizeof labels, "upstream=\"%s\",state=\"active\"", up);
+    p->g_active = sg_metrics_series("strangler_upstream_connections", labels);
+    snprintf(labels, sizeof labels, "upstream=\"%s\",state=\"idle\"", up);
+    p->g_idle = sg_metrics_series("strangler_upstream_connections", labels);
+    snprintf(labels, sizeof labels, "upstream=\"%s\"", up);
+    p->c_connect_fail = sg_metrics_series("strangler_upstream_connect_failures_total", labels);
+}
+
+static struct sg_pool *pool_new(struct sg_worker *w, const struct sg_upstream *u, const struct sg_hostport *ep,
+                                const char *key)
+{
+    struct sg_pool *p = calloc(1, sizeof *p);
+    if (!p)
+        return NULL;
+    p->worker = w;
+    p->key = strdup(key);
+    p->upstream_name = strdup(u->name);
+    p->host = strdup(ep->host);
+    p->port = ep->port;
+    TAILQ_INIT(&p->idle);
+    TAILQ_INIT(&p->resolving_list);
+    p->shared = shared_get(u->name);
+    if (!p->key || !p->upstream_name || !p->host || !p->shared) {
+        free(p->key);
+        free(p->upstream_name);
+        free(p->host);
+        free(p);
+        return NULL;
+    }
+    int len = sizeof p->addr;
+    char text[300];
+    snprintf(text, sizeof text, strchr(ep->host, ':') ? "[%s]:%u" : "%s:%u", ep->host, ep->port);
+    if (evutil_parse_sockaddr_port(text, (struct sockaddr *)&p->addr, &len) == 0) {
+        p->literal = p->resolved = true;
+        p->addrlen = (socklen_t)len;
+    }
+    pool_set_metrics(p);
+    p->next = w->pools;
+    w->pools = p;
+    return p;
+}
+
+/* Settings that may change on reload without replacing the pool. */
+static void pool_configure(struct sg_pool *p, const struct sg_upstream *u)
+{
+    p->dns_refresh_ms = u->dns_refresh_ms;
+    p->connect_timeout_ms = u->connect_timeout_ms;
+    p->idle_timeout_ms = u->idle_timeout_ms;
+    p->max_connections = u->max_connections;
+}
+
+static struct sg_pool *pool_find(struct sg_worker *w, const char *key)
+{
+    for (struct sg_pool *p = w->pools; p; p = p->next)
+        if (strcmp(p->key, key) == 0)
+            return p;
+    return NULL;
+}
+
+int sg_pools_attach(struct sg_worker *w, const struct sg_config *cfg, struct sg_upstream_rt **out)
+{
+    struct sg_upstream_rt *ups = calloc(cfg->n_upstreams ? cfg->n_upstreams : 1, sizeof *ups);
+    if (!ups)
+        return -1;
+    for (size_t i = 0; i < cfg->n_upstreams; i++) {
+        const struct sg_upstream *u = &cfg->upstreams[i];
+        ups[i].cfg = u;
+        ups[i].shared = shared_get(u->name);
+        ups[i].pools = calloc(u->n_endpoints, sizeof *ups[i].pools);
+        if (!ups[i].pools || !ups[i].shared)
+            goto fail;
+        ups[i].n_pools = u->n_endpoints;
+        ups[i].rr = (unsigned)(w->id * 7u);
+        for (size_t e = 0; e < u->n_endpoints; e++) {
+            char key[600];
+            snprintf(key, sizeof key, "%s|%s|%u", u->name, u->endpoints[e].host, u->endpoints[e].port);
+            struct sg_pool *p = pool_find(w, key);
+            if (!p && !(p = pool_new(w, u, &u->endpoints[e], key)))
+                goto fail;
+            pool_configure(p, u);
+            ups[i].pools[e] = p;
+        }
+    }
+    *out = ups;
+    return 0;
+fail:
+    sg_pools_detach(ups, cfg->n_upstreams);
+    return -1;
+}
+
+void sg_pools_detach(struct sg_upstream_rt *ups, size_t n)
+{
+    if (!ups)
+        return;
+    for (size_t i = 0; i < n; i++)
+        free(ups[i].pools);
+    free(ups);
+}
+
+static void uconn_free(struct sg_uconn *c);
+
+void sg_pools_free_all(struct sg_worker *w)
+{
+    struct sg_pool *p = w->pools;
+    while (p) {
+        struct sg_pool *next = p->next;
+        struct sg_uconn *c;
+        while ((c = TAILQ_FIRST(&p->idle)) != NULL) {
+            TAILQ_REMOVE(&p->idle, c, link);
+            p->n_idle--;
+            uconn_free(c);
+        }
+        free(p->key);
+        free(p->upstream_name);
+        free(p->host);
+        free(p);
+        p = next;
+    }
+    w->pools = NULL;
+}
+
+int sg_upstream_conns(const struct sg_upstream_rt *u)
+{
+    return atomic_load_explicit(&u->shared->conns, memory_order_relaxed);
+}
+
+struct sg_pool *sg_upstream_pick(struct sg_upstream_rt *u, struct sg_worker *w, const struct sg_pool *avoid)
+{
+    size_t n = u->n_pools;
+    if (n == 1)
+        return u->pools[0];
+    size_t pick;
+    switch (u->cfg->balance) {
+    case SG_BALANCE_RANDOM:
+        pick = (size_t)(sg_worker_random(w) % n);
+        break;
+    case SG_BALANCE_LEAST_REQUEST: {
+        /* Power of two choices: cheap and avoids herding on one endpoint. */
+        size_t a = (size_t)(sg_worker_random(w) % n), b = (size_t)(sg_worker_random(w) % n);
+        pick = u->pools[b]->in_flight < u->pools[a]->in_flight ? b : a;
+        break;
+    }
+    default:
+        pick = u->rr++ % n;
+        break;
+    }
+    if (u->pools[pick] == avoid)
+        pick = (pick + 1) % n;
+    return u->pools[pick];
+}
+
+/* ---- connections ------------------------------------------------------ */
+
+static void pool_gauges(struct sg_pool *p, int d_active, int d_idle)
+{
+    if (d_active)
+        sg_metrics_gauge_add(p->worker->metrics, p->g_active, d_active);
+    if (d_idle)
+        sg_metrics_gauge_add(p->worker->metrics, p->g_idle, d_idle);
+}
+
+static void uconn_free(struct sg_uconn *c)
+{
+    struct sg_pool *p = c->pool;
+    if (c->state == SG_UC_IDLE)
+        pool_gauges(p, 0, -1);
+    else {
+        pool_gauges(p, -1, 0);
+        p->n_active--;
+        atomic_fetch_sub_explicit(&p->shared->busy, 1, memory_order_relaxed);
+    }
+    atomic_fetch_sub_explicit(&p->shared->conns, 1, memory_order_relaxed);
+    if (c->bev)
+        bufferevent_free(c->bev);
+    free(c);
+}
+
+static void uconn_fail_waiter(struct sg_uconn *c, const char *err)
+{
+    struct sg_acquire *a = c->waiter;
+    c->waiter = NULL;
+    sg_metrics_add(c->pool->worker->metrics, c->pool->c_connect_fail, 1);
+    sg_warn("upstream %s: %s (%s:%u)", c->pool->upstream_name, err, c->pool->host, c->pool->port);
+    uconn_free(c);
+    if (a) {
+        a->conn = NULL;
+        a->cb(a->arg, NULL, err);
+    }
+}
+
+static void idle_event_cb(struct bufferevent *bev, short what, void *arg);
+static void idle_read_cb(struct bufferevent *bev, void *arg);
+
+static void uconn_to_idle(struct sg_uconn *c)
+{
+    struct sg_pool *p = c->pool;
+    atomic_fetch_sub_explicit(&p->shared->busy, 1, memory_order_relaxed);
+    c->state = SG_UC_IDLE;
+    p->n_active--;
+    p->n_idle++;
+    pool_gauges(p, -1, 1);
+    TAILQ_INSERT_HEAD(&p->idle, c, link);
+    /* Watch the idle socket: the peer closing it, or the idle timeout. */
+    bufferevent_setcb(c->bev, idle_read_cb, NULL, idle_event_cb, c);
+    struct timeval tv = sg_tv_ms(p->idle_timeout_ms ? p->idle_timeout_ms : 60000);
+    bufferevent_set_timeouts(c->bev, &tv, NULL);
+    bufferevent_enable(c->bev, EV_READ);
+}
+
+static void idle_drop(struct sg_uconn *c)
+{
+    struct sg_pool *p = c->pool;
+    TAILQ_REMOVE(&p->idle, c, link);
+    p->n_idle--;
+    uconn_free(c);
+}
+
+/* Bytes on an idle connection are a protocol error (nothing was asked). */
+static void idle_read_cb(struct bufferevent *bev, void *arg)
+{
+    idle_drop(arg);
+}
+
+static void idle_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    idle_drop(arg);
+}
+
+static void connect_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    struct sg_uconn *c = arg;
+    if (!(what & BEV_EVENT_CONNECTED)) {
+        uconn_fail_waiter(c, (what & BEV_EVENT_TIMEOUT) ? sg_err_connect_timeout : sg_err_connect);
+        return;
+    }
+    int one = 1;
+    setsockopt(bufferevent_getfd(bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    bufferevent_set_timeouts(bev, NULL, NULL);
+    struct sg_acquire *a = c->waiter;
+    c->waiter = NULL;
+    if (!a) { /* its request went away: keep the connection warm */
+        uconn_to_idle(c);
+        return;
+    }
+    a->conn = NULL;
+    c->state = SG_UC_ACTIVE;
+    bufferevent_setcb(bev, NULL, NULL, NULL, NULL);
+    a->cb(a->arg, c, NULL);
+}
+
+static void uconn_connect(struct sg_uconn *c)
+{
+    struct sg_pool *p = c->pool;
+    c->state = SG_UC_CONNECTING;
+    c->bev = bufferevent_socket_new(p->worker->base, -1, BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+    if (!c->bev) {
+        uconn_fail_waiter(c, sg_err_connect);
+        return;
+    }
+    bufferevent_setcb(c->bev, NULL, NULL, connect_event_cb, c);
+    struct timeval tv = sg_tv_ms(p->connect_timeout_ms ? p->connect_timeout_ms : 1000);
+    bufferevent_set_timeouts(c->bev, NULL, &tv);
+    /* With BEV_OPT_DEFER_CALLBACKS an immediate failure is reported through
+     * the event callback, after this returns. */
+    if (bufferevent_socket_connect(c->bev, (struct sockaddr *)&p->addr, (int)p->addrlen) < 0 &&
+        bufferevent_getfd(c->bev) < 0)
+        uconn_fail_waiter(c, sg_err_connect);
+}
+
+static void resolve_cb(int result, struct evutil_addrinfo *res, void *arg)
+{
+    struct sg_pool *p = arg;
+    p->resolving = false;
+    if (result == 0 && res) {
+        memcpy(&p->addr, res->ai_addr, res->ai_addrlen);
+        p->addrlen = (socklen_t)res->ai_addrlen;
+        p->addr.ss_family = (sa_family_t)res->ai_family;
+        ((struct sockaddr_in *)&p->addr)->sin_port = htons(p->port); /* same offset for in6 */
+        p->resolved = true;
+        p->resolved_at_ms = sg_mono_ms();
+    } else if (result != 0) {
+        sg_warn("upstream %s: cannot resolve %s: %s", p->upstream_name, p->host, evutil_gai_strerror(result));
+    }
+    if (res)
+        evutil_freeaddrinfo(res);
+    struct sg_uconn *c;
+    while ((c = TAILQ_FIRST(&p->resolving_list)) != NULL) {
+        TAILQ_REMOVE(&p->resolving_list, c, link);
+        if (p->resolved)
+            uconn_connect(c);
+        else
+            uconn_fail_waiter(c, sg_err_resolve);
+    }
+}
+
+static void pool_resolve(struct sg_pool *p)
+{
+    if (p->resolving || p->literal)
+        return;
+    struct evutil_addrinfo hints;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_protocol = IPPROTO_TCP;
+    hints.ai_flags = EVUTIL_AI_ADDRCONFIG;
+    p->resolving = true;
+    /* evdns may answer synchronously (e.g. from /etc/hosts); resolve_cb
+     * copes with being called from here. */
+    evdns_getaddrinfo(p->worker->dns, p->host, NULL, &hints, resolve_cb, p);
+}
+
+/* max_connections bounds the connections in use (connecting or carrying a
+ * request) across all workers: that is the load the upstream sees. Idle
+ * connections do not block another worker; beyond the limit they are
+ * closed instead of kept (sg_uconn_release). */
+static bool reserve_busy(struct sg_pool *p)
+{
+    int limit = (int)p->max_connections;
+    if (atomic_fetch_add_explicit(&p->shared->busy, 1, memory_order_relaxed) >= limit && limit > 0) {
+        atomic_fetch_sub_explicit(&p->shared->busy, 1, memory_order_relaxed);
+        return false;
+    }
+    return true;
+}
+
+enum sg_acquire_result sg_pool_acquire(struct sg_pool *p, struct sg_acquire *a, bool fresh, struct sg_uconn **out,
+                                       const char **err)
+{
+    if (!reserve_busy(p)) {
+        *err = sg_err_overloaded;
+        return SG_ACQ_FAILED;
+    }
+    struct sg_uconn *c;
+    if (!fresh && (c = TAILQ_FIRST(&p->idle)) != NULL) {
+        TAILQ_REMOVE(&p->idle, c, link);
+        p->n_idle--;
+        p->n_active++;
+        pool_gauges(p, 1, -1);
+        c->state = SG_UC_ACTIVE;
+        bufferevent_setcb(c->bev, NULL, NULL, NULL, NULL);
+        bufferevent_set_timeouts(c->bev, NULL, NULL);
+        *out = c;
+        return SG_ACQ_READY;
+    }
+    atomic_fetch_add_explicit(&p->shared->conns, 1, memory_order_relaxed);
+    c = calloc(1, sizeof *c);
+    if (!c) {
+        atomic_fetch_sub_explicit(&p->shared->conns, 1, memory_order_relaxed);
+        atomic_fetch_sub_explicit(&p->shared->busy, 1, memory_order_relaxed);
+        *err = sg_err_connect;
+        return SG_ACQ_FAILED;
+    }
+    c->pool = p;
+    c->waiter = a;
+    a->conn = c;
+    p->n_active++;
+    pool_gauges(p, 1, 0);
+    bool stale = p->resolved && !p->literal && sg_mono_ms() - p->resolved_at_ms > p->dns_refresh_ms;
+    if (p->resolved) {
+        if (stale)
+            pool_resolve(p); /* refresh in the background, connect with the old address now */
+        uconn_connect(c);
+    } else {
+        c->state = SG_UC_RESOLVING;
+        TAILQ_INSERT_TAIL(&p->resolving_list, c, link);
+        pool_resolve(p);
+    }
+    return SG_ACQ_PENDING;
+}
+
+void sg_acquire_cancel(struct sg_acquire *a)
+{
+    if (a->conn) {
+        a->conn->waiter = NULL;
+        a->conn = NULL;
+    }
+}
+
+void sg_uconn_release(struct sg_uconn *c, bool reuse)
+{
+    struct sg_pool *p = c->pool;
+    int total = atomic_load_explicit(&p->shared->conns, memory_order_relaxed);
+    bool room = p->max_connections == 0 || total <= (int)p->max_connections;
+    if (reuse && room && p->idle_timeout_ms > 0 && evbuffer_get_length(bufferevent_get_input(c->bev)) == 0) {
+        uconn_to_idle(c);
+        return;
+    }
+    uconn_free(c);
+}
