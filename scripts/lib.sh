@@ -1,0 +1,103 @@
+# shellcheck shell=bash
+# Shared functions for scripts/test and scripts/demo. Source it, don't run it.
+#
+# Sets SG_ROOT to the repository root (computed from this file's location, so
+# the scripts work from any cwd) and provides:
+#   sg_log / sg_die            progress and fatal messages on stderr
+#   sg_as_root CMD...          run CMD as root (directly, or through sudo)
+#   sg_ensure_packages PKG...  apt-get install only the packages that are missing
+#   sg_ensure_all_packages     everything needed to build, test and demo
+#   sg_configure DIR ARGS...   cmake configure DIR (RelWithDebInfo, -Werror)
+#   sg_build DIR [TARGET...]   cmake --build with one job per CPU
+
+SG_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
+export SG_ROOT
+
+# Python with Debian's python3-* modules (h2, websockets). A python3 earlier
+# on PATH (pyenv, venv) would not have them.
+SG_PYTHON=/usr/bin/python3
+
+# Build toolchain and libraries. libc6-dev is only a Recommends of gcc, so it
+# is listed explicitly for --no-install-recommends installs.
+SG_BUILD_PACKAGES=(
+    cmake make gcc libc6-dev pkg-config
+    libevent-dev libnghttp2-dev libssl-dev libyaml-dev libcmocka-dev node-llhttp
+)
+# Tools the integration tests and the demo run.
+SG_TOOL_PACKAGES=(
+    curl python3 python3-h2 python3-websockets nghttp2-client ca-certificates openssl
+)
+
+sg_log() { printf '==> %s\n' "$*" >&2; }
+sg_die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+sg_jobs() {
+    if [[ -n "${SG_JOBS:-}" ]]; then
+        printf '%s\n' "$SG_JOBS"
+    else
+        nproc 2>/dev/null || echo 2
+    fi
+}
+
+sg_as_root() {
+    if [[ "$(id -u)" -eq 0 ]]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo -- "$@"
+    else
+        sg_die "need root to run '$*': run this script as root, or install and configure sudo"
+    fi
+}
+
+# True when dpkg considers PKG installed (status "... ok installed").
+sg_pkg_installed() {
+    local status
+    status="$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" || return 1
+    [[ "$status" == *" ok installed" ]]
+}
+
+sg_ensure_packages() {
+    command -v dpkg-query >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 ||
+        sg_die "dpkg/apt-get not found: these scripts expect Debian 12 (bookworm)"
+    local pkg missing=()
+    for pkg in "$@"; do
+        sg_pkg_installed "$pkg" || missing+=("$pkg")
+    done
+    if [[ ${#missing[@]} -eq 0 ]]; then
+        sg_log "packages: nothing to install (all $# required packages are present)"
+        return 0
+    fi
+    sg_log "packages: installing ${missing[*]}"
+    sg_as_root env DEBIAN_FRONTEND=noninteractive apt-get update
+    sg_as_root env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y --no-install-recommends "${missing[@]}"
+    for pkg in "${missing[@]}"; do
+        sg_pkg_installed "$pkg" || sg_die "package $pkg is still not installed"
+    done
+}
+
+sg_ensure_all_packages() {
+    sg_ensure_packages "${SG_BUILD_PACKAGES[@]}" "${SG_TOOL_PACKAGES[@]}"
+}
+
+# sg_configure BUILD_DIR [extra cmake args...]
+sg_configure() {
+    local dir="$1"
+    shift
+    cmake -S "$SG_ROOT" -B "$SG_ROOT/$dir" \
+        -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+        -DSTRANGLER_WERROR=ON \
+        -DSTRANGLER_TESTS=ON \
+        "$@"
+}
+
+# sg_build BUILD_DIR [target...]
+sg_build() {
+    local dir="$1" target
+    shift
+    local args=()
+    for target in "$@"; do
+        args+=(--target "$target")
+    done
+    cmake --build "$SG_ROOT/$dir" --parallel "$(sg_jobs)" "${args[@]}"
+}
