@@ -16,6 +16,8 @@
 #include <sys/queue.h>
 #include <sys/socket.h>
 
+#include <event2/event_struct.h>
+
 #include "strangler/config.h"
 #include "strangler/metrics.h"
 
@@ -48,6 +50,7 @@ struct sg_uconn {
     enum sg_uconn_state state;
     struct sg_acquire *waiter; /* RESOLVING/CONNECTING on someone's behalf */
     unsigned requests; /* exchanges served on this connection */
+    struct event timer; /* connect timeout, then idle timeout */
     TAILQ_ENTRY(sg_uconn) link; /* idle list or resolving list */
 };
 
@@ -79,6 +82,8 @@ struct sg_pool {
     unsigned n_idle, n_active; /* n_active: connecting + in use */
     unsigned in_flight; /* exchanges using it (least_request) */
     sg_series_t g_active, g_idle, c_connect_fail;
+    uint64_t last_warn_ms; /* error-log rate limit */
+    unsigned suppressed;
     struct sg_pool *next;
 };
 

@@ -6,6 +6,7 @@
 #include <event2/bufferevent.h>
 #include <event2/dns.h>
 #include <event2/event.h>
+#include <event2/event_struct.h>
 #include <event2/util.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
@@ -221,9 +222,38 @@ static void uconn_free(struct sg_uconn *c)
         atomic_fetch_sub_explicit(&p->shared->busy, 1, memory_order_relaxed);
     }
     atomic_fetch_sub_explicit(&p->shared->conns, 1, memory_order_relaxed);
+    event_del(&c->timer);
     if (c->bev)
         bufferevent_free(c->bev);
     free(c);
+}
+
+/* One explicit timer per connection: the connect timeout, then the idle
+ * timeout. bufferevent timeouts are not used, because libevent 2.1 socket
+ * bufferevents only adjust timeouts of events that are pending, so a
+ * connect timeout could survive into the exchange as a write timeout. */
+static void uconn_timer(struct sg_uconn *c, uint64_t ms)
+{
+    event_del(&c->timer);
+    if (ms) {
+        struct timeval tv = sg_tv_ms(ms);
+        event_add(&c->timer, &tv);
+    }
+}
+
+/* At most one line per second per pool: a dead upstream under load must
+ * not write a line per request. */
+static void pool_warn(struct sg_pool *p, const char *what, const char *detail)
+{
+    uint64_t now = sg_mono_ms();
+    if (p->last_warn_ms && now - p->last_warn_ms < 1000) {
+        p->suppressed++;
+        return;
+    }
+    sg_warn("upstream %s: %s (%s:%u)%s%s; %u similar messages suppressed", p->upstream_name, what, p->host,
+            p->port, detail ? ": " : "", detail ? detail : "", p->suppressed);
+    p->last_warn_ms = now;
+    p->suppressed = 0;
 }
 
 static void uconn_fail_waiter(struct sg_uconn *c, const char *err)
@@ -231,7 +261,7 @@ static void uconn_fail_waiter(struct sg_uconn *c, const char *err)
     struct sg_acquire *a = c->waiter;
     c->waiter = NULL;
     sg_metrics_add(c->pool->worker->metrics, c->pool->c_connect_fail, 1);
-    sg_warn("upstream %s: %s (%s:%u)", c->pool->upstream_name, err, c->pool->host, c->pool->port);
+    pool_warn(c->pool, err, NULL);
     uconn_free(c);
     if (a) {
         a->conn = NULL;
@@ -253,8 +283,7 @@ static void uconn_to_idle(struct sg_uconn *c)
     TAILQ_INSERT_HEAD(&p->idle, c, link);
     /* Watch the idle socket: the peer closing it, or the idle timeout. */
     bufferevent_setcb(c->bev, idle_read_cb, NULL, idle_event_cb, c);
-    struct timeval tv = sg_tv_ms(p->idle_timeout_ms ? p->idle_timeout_ms : 60000);
-    bufferevent_set_timeouts(c->bev, &tv, NULL);
+    uconn_timer(c, p->idle_timeout_ms);
     bufferevent_enable(c->bev, EV_READ);
 }
 
@@ -277,16 +306,25 @@ static void idle_event_cb(struct bufferevent *bev, short what, void *arg)
     idle_drop(arg);
 }
 
+static void uconn_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct sg_uconn *c = arg;
+    if (c->state == SG_UC_IDLE)
+        idle_drop(c);
+    else if (c->state == SG_UC_CONNECTING)
+        uconn_fail_waiter(c, sg_err_connect_timeout);
+}
+
 static void connect_event_cb(struct bufferevent *bev, short what, void *arg)
 {
     struct sg_uconn *c = arg;
     if (!(what & BEV_EVENT_CONNECTED)) {
-        uconn_fail_waiter(c, (what & BEV_EVENT_TIMEOUT) ? sg_err_connect_timeout : sg_err_connect);
+        uconn_fail_waiter(c, sg_err_connect);
         return;
     }
     int one = 1;
     setsockopt(bufferevent_getfd(bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    bufferevent_set_timeouts(bev, NULL, NULL);
+    uconn_timer(c, 0);
     struct sg_acquire *a = c->waiter;
     c->waiter = NULL;
     if (!a) { /* its request went away: keep the connection warm */
@@ -309,8 +347,7 @@ static void uconn_connect(struct sg_uconn *c)
         return;
     }
     bufferevent_setcb(c->bev, NULL, NULL, connect_event_cb, c);
-    struct timeval tv = sg_tv_ms(p->connect_timeout_ms ? p->connect_timeout_ms : 1000);
-    bufferevent_set_timeouts(c->bev, NULL, &tv);
+    uconn_timer(c, p->connect_timeout_ms ? p->connect_timeout_ms : 1000);
     /* With BEV_OPT_DEFER_CALLBACKS an immediate failure is reported through
      * the event callback, after this returns. */
     if (bufferevent_socket_connect(c->bev, (struct sockaddr *)&p->addr, (int)p->addrlen) < 0 &&
@@ -330,7 +367,7 @@ static void resolve_cb(int result, struct evutil_addrinfo *res, void *arg)
         p->resolved = true;
         p->resolved_at_ms = sg_mono_ms();
     } else if (result != 0) {
-        sg_warn("upstream %s: cannot resolve %s: %s", p->upstream_name, p->host, evutil_gai_strerror(result));
+        pool_warn(p, "cannot resolve", evutil_gai_strerror(result));
     }
     if (res)
         evutil_freeaddrinfo(res);
@@ -389,7 +426,7 @@ enum sg_acquire_result sg_pool_acquire(struct sg_pool *p, struct sg_acquire *a, 
         pool_gauges(p, 1, -1);
         c->state = SG_UC_ACTIVE;
         bufferevent_setcb(c->bev, NULL, NULL, NULL, NULL);
-        bufferevent_set_timeouts(c->bev, NULL, NULL);
+        uconn_timer(c, 0);
         *out = c;
         return SG_ACQ_READY;
     }
@@ -404,6 +441,7 @@ enum sg_acquire_result sg_pool_acquire(struct sg_pool *p, struct sg_acquire *a, 
     c->pool = p;
     c->waiter = a;
     a->conn = c;
+    event_assign(&c->timer, p->worker->base, -1, 0, uconn_timer_cb, c);
     p->n_active++;
     pool_gauges(p, 1, 0);
     bool stale = p->resolved && !p->literal && sg_mono_ms() - p->resolved_at_ms > p->dns_refresh_ms;
