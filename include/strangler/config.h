@@ -180,6 +180,8 @@ struct sg_limits {
     uint64_t header_timeout_ms; /* default 10s */
     uint64_t idle_timeout_ms; /* default 60s */
     uint32_t max_connections; /* default 0 = unlimited */
+    uint32_t shadow_max_in_flight; /* per worker, default 1024 */
+    uint64_t shadow_max_buffered_bytes; /* per worker, default 64MiB */
 };
 
 struct sg_config {

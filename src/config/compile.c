@@ -47,7 +47,8 @@ static void compile_access_log(struct cfg_ctx *c, const struct cfg_node *root)
 static void compile_limits(struct cfg_ctx *c, const struct cfg_node *root)
 {
     static const char *const keys[] = {
-        "max_header_bytes", "max_request_body_bytes", "header_timeout", "idle_timeout", "max_connections", NULL,
+        "max_header_bytes", "max_request_body_bytes", "header_timeout", "idle_timeout", "max_connections",
+        "shadow_max_in_flight", "shadow_max_buffered_bytes", NULL,
     };
     struct sg_limits *l = &c->cfg->limits;
     const struct cfg_node *n = cfg_opt(root, "limits");
@@ -62,6 +63,11 @@ static void compile_limits(struct cfg_ctx *c, const struct cfg_node *root)
     cfg_get_duration(c, n, "header_timeout", 10 * 1000, false, &l->header_timeout_ms);
     cfg_get_duration(c, n, "idle_timeout", 60 * 1000, false, &l->idle_timeout_ms);
     cfg_get_u32(c, n, "max_connections", 0, 0, UINT32_MAX, &l->max_connections);
+    /* Per-worker budgets of the mirror: shadows beyond them are dropped
+     * and counted, never queued behind the client. */
+    cfg_get_u32(c, n, "shadow_max_in_flight", 1024, 1, UINT32_MAX, &l->shadow_max_in_flight);
+    cfg_get_size(c, n, "shadow_max_buffered_bytes", 64ull * 1024 * 1024, 0, UINT64_MAX,
+                 &l->shadow_max_buffered_bytes);
 }
 
 static void compile_shutdown(struct cfg_ctx *c, const struct cfg_node *root)

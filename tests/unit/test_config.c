@@ -322,6 +322,8 @@ static void test_full_file(void **state)
     assert_int_equal(cfg->limits.header_timeout_ms, 5000);
     assert_int_equal(cfg->limits.idle_timeout_ms, 90000);
     assert_int_equal(cfg->limits.max_connections, 10000);
+    assert_int_equal(cfg->limits.shadow_max_in_flight, 64);
+    assert_int_equal(cfg->limits.shadow_max_buffered_bytes, 8 * 1024 * 1024);
     assert_int_equal(cfg->drain_timeout_ms, 45000);
     assert_int_equal(cfg->n_secrets, 0);
     sg_config_unref(cfg);
@@ -344,6 +346,8 @@ static void test_defaults(void **state)
     assert_int_equal(cfg->limits.header_timeout_ms, 10000);
     assert_int_equal(cfg->limits.idle_timeout_ms, 60000);
     assert_int_equal(cfg->limits.max_connections, 0);
+    assert_int_equal(cfg->limits.shadow_max_in_flight, 1024);
+    assert_int_equal(cfg->limits.shadow_max_buffered_bytes, 64 * 1024 * 1024);
     assert_int_equal(cfg->drain_timeout_ms, 30000);
     const struct sg_upstream *u = &cfg->upstreams[0];
     assert_int_equal(u->protocol, SG_PROTO_HTTP1);
