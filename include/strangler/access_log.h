@@ -3,6 +3,7 @@
 #ifndef STRANGLER_ACCESS_LOG_H
 #define STRANGLER_ACCESS_LOG_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -25,6 +26,11 @@ struct sg_access_entry {
     struct sg_str client; /* peer address */
     const struct sg_str *mirrored; /* mirror upstream names */
     size_t n_mirrored;
+    struct sg_str error; /* what went wrong, when the proxy knows (optional) */
+    /* Shadow lines only: */
+    bool shadow;
+    struct sg_str outcome; /* "sent" | "dropped" */
+    struct sg_str reason; /* drop reason, empty otherwise */
 };
 
 /* Appends one line (with '\n') to out. */

@@ -68,19 +68,4 @@ void sg_exchange_downstream_gone(struct sg_exchange *ex);
 /* A limit was exceeded while the body streamed in (413). */
 void sg_exchange_reject(struct sg_exchange *ex, int status, const char *text);
 
-/* Called by the upstream protocol code (h1_client.c). */
-void sg_exchange_on_response_head(struct sg_exchange *ex, int status, const struct sg_headers *h,
-                                  int64_t content_length);
-void sg_exchange_on_response_body(struct sg_exchange *ex, const char *p, size_t n);
-void sg_exchange_on_response_end(struct sg_exchange *ex, const struct sg_headers *trailers);
-void sg_exchange_on_upstream_error(struct sg_exchange *ex, const char *err);
-void sg_exchange_on_upstream_writable(struct sg_exchange *ex);
-void sg_exchange_on_interim(struct sg_exchange *ex, int status, const struct sg_headers *h);
-void sg_exchange_on_upgrade(struct sg_exchange *ex, const struct sg_headers *h);
-
-/* Error sentinels of the exchange (compared by pointer). */
-extern const char sg_err_reset[]; /* "upstream reset the connection" */
-extern const char sg_err_invalid_response[]; /* "upstream sent an invalid response" */
-extern const char sg_err_timeout[]; /* "upstream timed out" */
-
 #endif

@@ -10,16 +10,29 @@
 
 #include "strangler/h1.h"
 
-struct sg_exchange;
 struct sg_uconn;
 struct evbuffer;
+struct bufferevent;
+
+/* What the client reports to whoever drives it: the primary exchange
+ * (exchange.c) or a shadow (mirror.c). */
+struct sg_h1c_owner_ops {
+    void (*interim)(void *owner, int status, const struct sg_headers *h);
+    void (*head)(void *owner, int status, const struct sg_headers *h, int64_t content_length);
+    void (*body)(void *owner, const char *p, size_t n);
+    void (*end)(void *owner, const struct sg_headers *trailers);
+    void (*error)(void *owner, const char *err);
+    void (*writable)(void *owner);
+    void (*upgrade)(void *owner, const struct sg_headers *h);
+};
 
 enum sg_h1c_event { SG_H1C_NONE, SG_H1C_HEAD, SG_H1C_END };
 
 struct sg_h1c {
     struct sg_uconn *uc; /* NULL when detached */
     unsigned gen; /* bumped on every attach and detach: loops on the stack notice */
-    struct sg_exchange *ex;
+    const struct sg_h1c_owner_ops *ops;
+    void *owner;
     llhttp_t parser;
     struct sg_h1_head head;
     struct sg_h1_head trailers;
@@ -42,9 +55,11 @@ struct sg_h1c_request {
     bool upgrade;
 };
 
-/* Takes the connection for the exchange and writes the request head. The
- * exchange's forward rules emit the fields (see exchange.c). */
-void sg_h1c_begin(struct sg_h1c *c, struct sg_uconn *uc, struct sg_exchange *ex, const struct sg_h1c_request *r);
+/* Takes the connection for its owner and writes the request line, Host and
+ * framing; the owner then emits the other fields into sg_h1c_output() and
+ * ends the head with sg_h1c_head_done(). */
+void sg_h1c_begin(struct sg_h1c *c, struct sg_uconn *uc, const struct sg_h1c_owner_ops *ops, void *owner,
+                  const struct sg_h1c_request *r);
 struct evbuffer *sg_h1c_output(struct sg_h1c *c);
 void sg_h1c_head_done(struct sg_h1c *c); /* terminates the head (CRLF) */
 void sg_h1c_body(struct sg_h1c *c, const char *p, size_t n);

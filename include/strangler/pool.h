@@ -32,6 +32,9 @@ extern const char sg_err_connect[]; /* "upstream connect failed" */
 extern const char sg_err_connect_timeout[]; /* "upstream connect timed out" */
 extern const char sg_err_resolve[]; /* "upstream name did not resolve" */
 extern const char sg_err_overloaded[]; /* "upstream max_connections reached" */
+extern const char sg_err_reset[]; /* "upstream reset the connection" */
+extern const char sg_err_invalid_response[]; /* "upstream sent an invalid response" */
+extern const char sg_err_timeout[]; /* "upstream timed out" */
 
 typedef void (*sg_acquire_cb)(void *arg, struct sg_uconn *c, const char *err);
 
@@ -71,6 +74,7 @@ struct sg_pool {
     char *host;
     uint16_t port;
     bool literal; /* host is an IP address */
+    bool mirror; /* carries shadows only */
     struct sockaddr_storage addr;
     socklen_t addrlen;
     bool resolved, resolving;
@@ -91,6 +95,7 @@ struct sg_pool {
 struct sg_upstream_rt {
     const struct sg_upstream *cfg;
     struct sg_pool **pools; /* one per endpoint */
+    struct sg_pool **mirror_pools; /* the same endpoints, for shadows only */
     size_t n_pools;
     unsigned rr;
     struct sg_upstream_shared *shared;
@@ -102,8 +107,10 @@ void sg_pools_detach(struct sg_upstream_rt *ups, size_t n);
 void sg_pools_free_all(struct sg_worker *w);
 
 /* Picks an endpoint by the upstream's balance policy, avoiding `avoid`
- * (a pool tried before) when another exists. */
-struct sg_pool *sg_upstream_pick(struct sg_upstream_rt *u, struct sg_worker *w, const struct sg_pool *avoid);
+ * (a pool tried before) when another exists; from the shadow-only pools
+ * when `mirror`. */
+struct sg_pool *sg_upstream_pick(struct sg_upstream_rt *u, struct sg_worker *w, const struct sg_pool *avoid,
+                                 bool mirror);
 
 enum sg_acquire_result { SG_ACQ_READY, SG_ACQ_PENDING, SG_ACQ_FAILED };
 

@@ -21,6 +21,9 @@ struct evconnlistener;
 struct sg_worker;
 struct sg_pool;
 struct sg_upstream_rt;
+struct sg_shadow;
+struct sg_h1s;
+struct sg_metric_memo;
 
 /* The worker's view of one snapshot. Requests pin it with a plain counter
  * (no atomics on the request path); it is dropped once it has been
@@ -77,6 +80,11 @@ struct sg_worker {
     size_t n_conns; /* open client connections */
     struct sg_h1s *conns; /* list of open client connections */
     struct sg_metric_memo *memo;
+    /* Shadows in flight (mirror.c) and the body bytes they hold: the
+     * budgets of limits.shadow_max_in_flight / shadow_max_buffered_bytes. */
+    struct sg_shadow *shadows;
+    size_t n_shadows;
+    uint64_t shadow_bytes;
 };
 
 /* Process-wide state, owned by main. */
@@ -124,10 +132,16 @@ void sg_worker_request_id(struct sg_worker *w, char out[37]);
  * 64 KiB, whichever comes first). */
 void sg_worker_log_commit(struct sg_worker *w);
 
-/* Memoised series ids for the per-request metrics. */
+/* Memoised series ids for per-request metrics: labels route, upstream,
+ * then `extra` (a static, escaped fragment such as ",outcome=\"sent\"",
+ * compared by pointer; may be NULL), then code when code >= 0. `family`
+ * must be a string literal (compared by pointer). */
+sg_series_t sg_worker_series(struct sg_worker *w, const char *family, const char *route, const char *upstream,
+                             const char *extra, int code);
 sg_series_t sg_worker_series_requests(struct sg_worker *w, const char *route, const char *upstream, int code);
 sg_series_t sg_worker_series_duration(struct sg_worker *w, const char *route, const char *upstream);
 
+void sg_worker_maybe_exit(struct sg_worker *w);
 /* Called when a client connection closes, to let a paused listener resume. */
 void sg_worker_conn_closed(struct sg_worker *w);
 

@@ -6,7 +6,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "strangler/exchange.h"
 #include "strangler/pool.h"
 
 /* Above this much unsent request data the client side stops reading. */
@@ -69,7 +68,7 @@ static int on_headers_complete(llhttp_t *p)
         return -1;
     int status = p->status_code;
     if (status < 200 && status != 101) {
-        sg_exchange_on_interim(c->ex, status, &c->head.headers);
+        c->ops->interim(c->owner, status, &c->head.headers);
         return 1; /* no body; the final response follows */
     }
     c->head_done = true;
@@ -87,7 +86,7 @@ static int on_headers_complete(llhttp_t *p)
 static int on_body(llhttp_t *p, const char *at, size_t n)
 {
     struct sg_h1c *c = from_parser(p);
-    sg_exchange_on_response_body(c->ex, at, n);
+    c->ops->body(c->owner, at, n);
     return 0;
 }
 
@@ -119,21 +118,22 @@ static bool h1c_dispatch(struct sg_h1c *c)
 {
     enum sg_h1c_event ev = c->pending;
     c->pending = SG_H1C_NONE;
-    struct sg_exchange *ex = c->ex;
+    void *owner = c->owner;
+    const struct sg_h1c_owner_ops *ops = c->ops;
     unsigned gen = c->gen;
     if (ev == SG_H1C_HEAD) {
         if (c->upgrade && c->parser.status_code == 101) {
-            sg_exchange_on_upgrade(ex, &c->head.headers);
+            ops->upgrade(owner, &c->head.headers);
             return false;
         }
-        sg_exchange_on_response_head(ex, c->parser.status_code, &c->head.headers, c->content_length);
+        ops->head(owner, c->parser.status_code, &c->head.headers, c->content_length);
         /* The exchange may have detached us, and may even have attached
          * this client to another connection for a retry. */
         if (c->gen != gen)
             return false;
         if (c->msg_done) { /* bodiless response: its end was recorded too */
             sg_h1_head_finish(&c->trailers);
-            sg_exchange_on_response_end(ex, NULL);
+            ops->end(owner, NULL);
             return false;
         }
         llhttp_resume(&c->parser);
@@ -141,10 +141,10 @@ static bool h1c_dispatch(struct sg_h1c *c)
     }
     if (ev == SG_H1C_END) {
         if (!sg_h1_head_finish(&c->trailers)) {
-            sg_exchange_on_upstream_error(ex, sg_err_invalid_response);
+            ops->error(owner, sg_err_invalid_response);
             return false;
         }
-        sg_exchange_on_response_end(ex, c->trailers.n_fields ? &c->trailers.headers : NULL);
+        ops->end(owner, c->trailers.n_fields ? &c->trailers.headers : NULL);
         return false;
     }
     return true;
@@ -164,7 +164,7 @@ static void h1c_parse(struct sg_h1c *c)
         if (err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE)
             used = (size_t)(llhttp_get_error_pos(&c->parser) - (const char *)v.iov_base);
         else if (err != HPE_OK) {
-            sg_exchange_on_upstream_error(c->ex, sg_err_invalid_response);
+            c->ops->error(c->owner, sg_err_invalid_response);
             return;
         }
         evbuffer_drain(in, used);
@@ -182,7 +182,8 @@ static void h1c_read_cb(struct bufferevent *bev, void *arg)
 
 static void h1c_write_cb(struct bufferevent *bev, void *arg)
 {
-    sg_exchange_on_upstream_writable(((struct sg_h1c *)arg)->ex);
+    struct sg_h1c *c = arg;
+    c->ops->writable(c->owner);
 }
 
 static void h1c_event_cb(struct bufferevent *bev, short what, void *arg)
@@ -198,10 +199,11 @@ static void h1c_event_cb(struct bufferevent *bev, short what, void *arg)
             return;
         }
     }
-    sg_exchange_on_upstream_error(c->ex, sg_err_reset);
+    c->ops->error(c->owner, sg_err_reset);
 }
 
-void sg_h1c_begin(struct sg_h1c *c, struct sg_uconn *uc, struct sg_exchange *ex, const struct sg_h1c_request *r)
+void sg_h1c_begin(struct sg_h1c *c, struct sg_uconn *uc, const struct sg_h1c_owner_ops *ops, void *owner,
+                  const struct sg_h1c_request *r)
 {
     if (!c->head.max) {
         sg_h1_head_init(&c->head, H1C_MAX_HEAD);
@@ -213,7 +215,8 @@ void sg_h1c_begin(struct sg_h1c *c, struct sg_uconn *uc, struct sg_exchange *ex,
     c->parser.data = c;
     c->gen++;
     c->uc = uc;
-    c->ex = ex;
+    c->ops = ops;
+    c->owner = owner;
     c->pending = SG_H1C_NONE;
     c->head_done = c->msg_done = c->in_trailers = c->req_done = false;
     c->got_bytes = c->paused = false;
@@ -294,7 +297,7 @@ struct bufferevent *sg_h1c_detach(struct sg_h1c *c, bool keep_bev)
     if (!uc)
         return NULL;
     c->uc = NULL;
-    c->ex = NULL;
+    c->owner = NULL;
     c->gen++;
     c->pending = SG_H1C_NONE;
     bufferevent_setcb(uc->bev, NULL, NULL, NULL, NULL);

@@ -13,6 +13,7 @@
 
 #include "strangler/h1_server.h"
 #include "strangler/log.h"
+#include "strangler/mirror.h"
 #include "strangler/pool.h"
 
 #define LOG_FLUSH_BYTES (64u * 1024u)
@@ -165,39 +166,41 @@ void sg_worker_log_commit(struct sg_worker *w)
 /* ---- metrics memo ------------------------------------------------------------ */
 
 struct sg_metric_memo {
-    const char *route, *upstream;
-    int code; /* -1: the duration histogram */
+    const char *family, *route, *upstream, *extra;
+    int code;
     sg_series_t id;
 };
 
-static sg_series_t memo_lookup(struct sg_worker *w, const char *route, const char *upstream, int code,
-                               const char *family)
+/* Keyed by pointers: the names of a snapshot and static label fragments.
+ * A new snapshot just fills new entries; the registry hands back the same
+ * series for the same label values. A collision only costs a lookup. */
+sg_series_t sg_worker_series(struct sg_worker *w, const char *family, const char *route, const char *upstream,
+                             const char *extra, int code)
 {
-    uintptr_t h = ((uintptr_t)route * 31u) ^ ((uintptr_t)upstream * 17u) ^ (uintptr_t)(code + 1) * 2654435761u;
+    uintptr_t h = ((uintptr_t)family * 13u) ^ ((uintptr_t)route * 31u) ^ ((uintptr_t)upstream * 17u) ^
+                  ((uintptr_t)extra * 7u) ^ (uintptr_t)(code + 1) * 2654435761u;
     struct sg_metric_memo *m = &w->memo[(h >> 4) % MEMO_SIZE];
-    if (m->route == route && m->upstream == upstream && m->code == code)
+    if (m->family == family && m->route == route && m->upstream == upstream && m->extra == extra &&
+        m->code == code)
         return m->id;
-    char r[256], u[256], labels[700];
+    char r[256], u[256], labels[800];
     sg_metrics_label_escape(route, r, sizeof r);
     sg_metrics_label_escape(upstream, u, sizeof u);
-    if (code >= 0)
-        snprintf(labels, sizeof labels, "route=\"%s\",upstream=\"%s\",code=\"%d\"", r, u, code);
-    else
-        snprintf(labels, sizeof labels, "route=\"%s\",upstream=\"%s\"", r, u);
-    *m = (struct sg_metric_memo){ route, upstream, code, sg_metrics_series(family, labels) };
+    int n = snprintf(labels, sizeof labels, "route=\"%s\",upstream=\"%s\"%s", r, u, extra ? extra : "");
+    if (code >= 0 && n > 0 && (size_t)n < sizeof labels)
+        snprintf(labels + n, sizeof labels - (size_t)n, ",code=\"%d\"", code);
+    *m = (struct sg_metric_memo){ family, route, upstream, extra, code, sg_metrics_series(family, labels) };
     return m->id;
 }
 
-/* Keyed by the name pointers of the snapshot: a new snapshot just fills new
- * entries, and the registry hands back the same series for the same names. */
 sg_series_t sg_worker_series_requests(struct sg_worker *w, const char *route, const char *upstream, int code)
 {
-    return memo_lookup(w, route, upstream, code, "strangler_requests_total");
+    return sg_worker_series(w, "strangler_requests_total", route, upstream, NULL, code);
 }
 
 sg_series_t sg_worker_series_duration(struct sg_worker *w, const char *route, const char *upstream)
 {
-    return memo_lookup(w, route, upstream, -1, "strangler_request_duration_seconds");
+    return sg_worker_series(w, "strangler_request_duration_seconds", route, upstream, NULL, -1);
 }
 
 /* ---- listeners ----------------------------------------------------------------- */
@@ -260,13 +263,20 @@ static void accept_error_cb(struct evconnlistener *lev, void *arg)
     accept_pause(w);
 }
 
+/* A draining worker stops once its clients and its shadows are done
+ * (shadows end by their own deadline at the latest). */
+void sg_worker_maybe_exit(struct sg_worker *w)
+{
+    if (w->draining && w->n_conns == 0 && w->n_shadows == 0)
+        event_base_loopexit(w->base, NULL);
+}
+
 void sg_worker_conn_closed(struct sg_worker *w)
 {
     atomic_fetch_sub_explicit(&w->server->conns, 1, memory_order_relaxed);
     w->n_conns--;
     if (w->draining) {
-        if (w->n_conns == 0)
-            event_base_loopexit(w->base, NULL);
+        sg_worker_maybe_exit(w);
         return;
     }
     if (w->snap->cfg->limits.max_connections && !over_connection_limit(w))
@@ -286,8 +296,7 @@ static void worker_drain(struct sg_worker *w)
             w->listeners[i].lev = NULL;
         }
     sg_h1s_drain_all(w);
-    if (w->n_conns == 0)
-        event_base_loopexit(w->base, NULL);
+    sg_worker_maybe_exit(w);
 }
 
 static void mbox_cb(evutil_socket_t fd, short what, void *arg)
@@ -385,6 +394,7 @@ static void *worker_main(void *arg)
     struct sg_worker *w = arg;
     event_base_dispatch(w->base);
     sg_h1s_close_all(w);
+    sg_shadows_abort_all(w);
     defer_cb(-1, 0, w);
     log_flush(w);
     if (w->server->on_worker_exit)

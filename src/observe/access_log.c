@@ -82,5 +82,14 @@ void sg_access_log_format(struct evbuffer *out, const struct sg_access_entry *e)
     evbuffer_add_printf(out, ",\"bytes_in\":%" PRIu64 ",\"bytes_out\":%" PRIu64, e->bytes_in, e->bytes_out);
     add_str(out, ",\"client\":", e->client, SG_LOG_MAX_SHORT);
     add_mirrored(out, e);
+    if (e->shadow) {
+        /* A shadow's own line (docs/mirroring.md): what became of it. */
+        add_lit(out, ",\"shadow\":true");
+        add_str(out, ",\"outcome\":", e->outcome, SG_LOG_MAX_SHORT);
+        if (e->reason.len)
+            add_str(out, ",\"reason\":", e->reason, SG_LOG_MAX_SHORT);
+    }
+    if (e->error.len)
+        add_str(out, ",\"error\":", e->error, SG_LOG_MAX_SHORT);
     add_lit(out, "}\n");
 }

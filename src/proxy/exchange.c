@@ -23,13 +23,10 @@
 #include "strangler/clock.h"
 #include "strangler/h1_client.h"
 #include "strangler/log.h"
+#include "strangler/mirror.h"
 #include "strangler/pool.h"
 #include "strangler/router.h"
 #include "strangler/worker.h"
-
-const char sg_err_reset[] = "upstream reset the connection";
-const char sg_err_invalid_response[] = "upstream sent an invalid response";
-const char sg_err_timeout[] = "upstream timed out";
 
 /* A body up to this size is held so that the request can be replayed on a
  * retry; beyond it, a request whose body has started upstream is final. */
@@ -68,9 +65,16 @@ struct sg_exchange {
     size_t request_id_len;
     char *target; /* rewritten path + query sent upstream */
     size_t target_len;
+    /* Shadows being fed this request's body: a slot is cleared by the
+     * shadow if it ends first (mirror.h). */
+    struct sg_shadow **shadows;
+    size_t n_shadows;
+    struct sg_str *mirrored; /* mirror upstream names, for the access log */
+    size_t n_mirrored;
 };
 
 static void ex_finish(struct sg_exchange *ex, bool close);
+static const struct sg_h1c_owner_ops primary_ops;
 static void ex_attempt(struct sg_exchange *ex);
 static void ex_upstream_failed(struct sg_exchange *ex, const char *err, bool stale);
 
@@ -99,6 +103,8 @@ static void ex_free(void *arg)
     if (ex->replay)
         evbuffer_free(ex->replay);
     free(ex->target);
+    free(ex->shadows);
+    free(ex->mirrored);
     sg_wsnap_unpin(ex->snap);
     free(ex);
 }
@@ -195,6 +201,40 @@ static bool ex_rewrite(struct sg_exchange *ex)
     return true;
 }
 
+static void ex_start_shadows(struct sg_exchange *ex)
+{
+    const struct sg_route *r = ex->route;
+    ex->shadows = calloc(r->n_mirrors, sizeof *ex->shadows);
+    ex->mirrored = calloc(r->n_mirrors, sizeof *ex->mirrored);
+    if (!ex->shadows || !ex->mirrored)
+        return;
+    ex->n_shadows = r->n_mirrors;
+    struct sg_forward_request_opts fwd = {
+        .client_addr = ex->req.client_addr,
+        .proto = ex->req.scheme,
+        .request_id = { ex->request_id, ex->request_id_len },
+        .edits = &r->request_headers,
+    };
+    for (size_t i = 0; i < r->n_mirrors; i++) {
+        const struct sg_mirror *m = &r->mirrors[i];
+        if (!sg_mirror_selects(m, ex->req.method, sg_worker_random(ex->w)))
+            continue;
+        struct sg_shadow_request sr = {
+            .route = r,
+            .mirror = m,
+            .method = ex->req.method,
+            .target = { ex->target, ex->target_len },
+            .host = ex->req.host,
+            .protocol = ex->req.protocol,
+            .headers = ex->req.headers,
+            .forward = &fwd,
+            .content_length = ex->req.content_length,
+        };
+        if (sg_shadow_start(ex->w, ex->snap, &sr, &ex->shadows[i]))
+            ex->mirrored[ex->n_mirrored++] = sg_str_c(m->upstream->name);
+    }
+}
+
 static const struct sg_destination *ex_pick(struct sg_exchange *ex)
 {
     struct sg_str key;
@@ -225,6 +265,8 @@ void sg_exchange_start(struct sg_exchange *ex)
         return;
     }
     ex->ups = &ex->snap->ups[ex->dest->upstream->index];
+    if (ex->route->n_mirrors)
+        ex_start_shadows(ex);
     timer_start(ex, &ex->route_timer, &ex->route_timer_on, ex->route->timeout_ms, route_timeout_cb);
     if (ex->req.expect_continue && !ex->req_done)
         ex->ops->expect_continue(ex->ds);
@@ -268,7 +310,7 @@ static void ex_attach(struct sg_exchange *ex, struct sg_uconn *uc)
     struct sg_h1c_request r = { ex->req.method, { ex->target, ex->target_len }, host, ex->req.content_length,
                                 ex->req.head_method, ex->req.upgrade };
     ex->attached = true;
-    sg_h1c_begin(&ex->h1c, uc, ex, &r);
+    sg_h1c_begin(&ex->h1c, uc, &primary_ops, ex, &r);
     struct sg_forward_request_opts o = {
         .client_addr = ex->req.client_addr,
         .proto = ex->req.scheme,
@@ -308,7 +350,7 @@ static void ex_acquired(void *arg, struct sg_uconn *uc, const char *err)
 static void ex_attempt(struct sg_exchange *ex)
 {
     ex->tries++;
-    ex->pool = sg_upstream_pick(ex->ups, ex->w, ex->prev_pool);
+    ex->pool = sg_upstream_pick(ex->ups, ex->w, ex->prev_pool, false);
     ex->pool->in_flight++;
     ex->acq = (struct sg_acquire){ ex_acquired, ex, NULL };
     struct sg_uconn *uc = NULL;
@@ -417,6 +459,9 @@ static void hold_for_replay(struct sg_exchange *ex, const char *p, size_t n)
 void sg_exchange_request_body(struct sg_exchange *ex, const char *p, size_t n)
 {
     ex->bytes_in += n;
+    for (size_t i = 0; i < ex->n_shadows; i++)
+        if (ex->shadows[i])
+            sg_shadow_body(ex->shadows[i], p, n);
     if (ex->finished || ex->resp_done)
         return;
     const struct sg_config *cfg = ex->snap->cfg;
@@ -439,6 +484,9 @@ void sg_exchange_request_body(struct sg_exchange *ex, const char *p, size_t n)
 void sg_exchange_request_end(struct sg_exchange *ex)
 {
     ex->req_done = true;
+    for (size_t i = 0; i < ex->n_shadows; i++)
+        if (ex->shadows[i])
+            sg_shadow_body_end(ex->shadows[i]);
     if (ex->finished)
         return;
     if (ex->attached)
@@ -456,9 +504,10 @@ bool sg_exchange_request_congested(const struct sg_exchange *ex)
     return ex->pending && evbuffer_get_length(ex->pending) > PENDING_HIGH;
 }
 
-void sg_exchange_on_upstream_writable(struct sg_exchange *ex)
+static void up_writable(void *owner)
 {
-    if (ex && !ex->finished && !sg_exchange_request_congested(ex))
+    struct sg_exchange *ex = owner;
+    if ( !ex->finished && !sg_exchange_request_congested(ex))
         ex->ops->pause_request(ex->ds, false);
 }
 
@@ -487,16 +536,17 @@ static uint32_t status_retry_bit(int status)
     return status == 502 ? SG_RETRY_502 : status == 503 ? SG_RETRY_503 : status == 504 ? SG_RETRY_504 : 0;
 }
 
-void sg_exchange_on_interim(struct sg_exchange *ex, int status, const struct sg_headers *h)
+static void up_interim(void *owner, int status, const struct sg_headers *h)
 {
+    struct sg_exchange *ex = owner;
     /* 100 Continue was answered by the proxy itself (Expect is not forwarded). */
     if (status != 100)
         ex->ops->interim(ex->ds, status, h);
 }
 
-void sg_exchange_on_response_head(struct sg_exchange *ex, int status, const struct sg_headers *h,
-                                  int64_t content_length)
+static void up_head(void *owner, int status, const struct sg_headers *h, int64_t content_length)
 {
+    struct sg_exchange *ex = owner;
     timer_stop(&ex->try_timer, &ex->try_timer_on);
     uint32_t bit = status_retry_bit(status);
     if (bit && (ex->route->retries.on & bit) && ex_may_retry(ex, bit, false)) {
@@ -516,8 +566,9 @@ void sg_exchange_on_response_head(struct sg_exchange *ex, int status, const stru
     ex->ops->head(ex->ds, status, h, &ex->route->response_headers, content_length, false);
 }
 
-void sg_exchange_on_response_body(struct sg_exchange *ex, const char *p, size_t n)
+static void up_body(void *owner, const char *p, size_t n)
 {
+    struct sg_exchange *ex = owner;
     ex->bytes_out += n;
     ex->ops->body(ex->ds, p, n);
     if (ex->ops->congested(ex->ds))
@@ -530,8 +581,9 @@ void sg_exchange_downstream_writable(struct sg_exchange *ex)
         sg_h1c_pause(&ex->h1c, false);
 }
 
-void sg_exchange_on_response_end(struct sg_exchange *ex, const struct sg_headers *trailers)
+static void up_end(void *owner, const struct sg_headers *trailers)
 {
+    struct sg_exchange *ex = owner;
     ex->resp_done = true;
     ex->ops->end(ex->ds, trailers);
     sg_h1c_detach(&ex->h1c, false);
@@ -541,16 +593,18 @@ void sg_exchange_on_response_end(struct sg_exchange *ex, const struct sg_headers
     ex_finish(ex, !ex->req_done);
 }
 
-void sg_exchange_on_upstream_error(struct sg_exchange *ex, const char *err)
+static void up_error(void *owner, const char *err)
 {
+    struct sg_exchange *ex = owner;
     bool stale = ex->h1c.uc && ex->h1c.uc->requests > 1 && !ex->h1c.got_bytes;
     sg_h1c_detach(&ex->h1c, false);
     ex->attached = false;
     ex_upstream_failed(ex, err, stale);
 }
 
-void sg_exchange_on_upgrade(struct sg_exchange *ex, const struct sg_headers *h)
+static void up_upgrade(void *owner, const struct sg_headers *h)
 {
+    struct sg_exchange *ex = owner;
     timer_stop(&ex->try_timer, &ex->try_timer_on);
     timer_stop(&ex->route_timer, &ex->route_timer_on);
     ex->resp_started = ex->resp_done = true;
@@ -573,11 +627,20 @@ void sg_exchange_downstream_gone(struct sg_exchange *ex)
     ex_finish(ex, true);
 }
 
+static const struct sg_h1c_owner_ops primary_ops = {
+    .interim = up_interim,
+    .head = up_head,
+    .body = up_body,
+    .end = up_end,
+    .error = up_error,
+    .writable = up_writable,
+    .upgrade = up_upgrade,
+};
+
 /* ---- the one exit -------------------------------------------------------- */
 
 static void ex_log(struct sg_exchange *ex, double duration_ms)
 {
-    struct sg_str mirrored[1];
     struct sg_access_entry e = {
         .start_us = ex->start_wall_us,
         .request_id = { ex->request_id, ex->request_id_len },
@@ -591,8 +654,9 @@ static void ex_log(struct sg_exchange *ex, double duration_ms)
         .bytes_in = ex->bytes_in,
         .bytes_out = ex->bytes_out,
         .client = ex->req.client_addr,
-        .mirrored = mirrored,
-        .n_mirrored = 0,
+        .mirrored = ex->mirrored,
+        .n_mirrored = ex->n_mirrored,
+        .error = ex->status >= 500 ? sg_str_c(ex->error) : SG_STR_NULL,
     };
     sg_access_log_format(ex->w->access_log, &e);
     sg_worker_log_commit(ex->w);
@@ -617,6 +681,12 @@ static void ex_finish(struct sg_exchange *ex, bool close)
     sg_h1c_detach(&ex->h1c, false);
     ex->attached = false;
     ex_release_pool(ex);
+    for (size_t i = 0; i < ex->n_shadows; i++)
+        if (ex->shadows[i]) {
+            struct sg_shadow *sh = ex->shadows[i];
+            ex->shadows[i] = NULL;
+            sg_shadow_release(sh);
+        }
     double ms = (double)(sg_mono_us() - ex->start_mono_us) / 1000.0;
     if (ex->snap->cfg->access_log)
         ex_log(ex, ms);

@@ -22,6 +22,9 @@ const char sg_err_connect[] = "upstream connect failed";
 const char sg_err_connect_timeout[] = "upstream connect timed out";
 const char sg_err_resolve[] = "upstream name did not resolve";
 const char sg_err_overloaded[] = "upstream max_connections reached";
+const char sg_err_reset[] = "upstream reset the connection";
+const char sg_err_invalid_response[] = "upstream sent an invalid response";
+const char sg_err_timeout[] = "upstream timed out";
 
 /* ---- process-wide per-upstream counters ------------------------------ */
 
@@ -59,7 +62,7 @@ static void pool_set_metrics(struct sg_pool *p)
 }
 
 static struct sg_pool *pool_new(struct sg_worker *w, const struct sg_upstream *u, const struct sg_hostport *ep,
-                                const char *key)
+                                const char *key, bool mirror)
 {
     struct sg_pool *p = calloc(1, sizeof *p);
     if (!p)
@@ -71,7 +74,10 @@ static struct sg_pool *pool_new(struct sg_worker *w, const struct sg_upstream *u
     p->port = ep->port;
     TAILQ_INIT(&p->idle);
     TAILQ_INIT(&p->resolving_list);
-    p->shared = shared_get(u->name);
+    char shared_name[300];
+    snprintf(shared_name, sizeof shared_name, "%s%s", mirror ? "mirror|" : "", u->name);
+    p->shared = shared_get(shared_name);
+    p->mirror = mirror;
     if (!p->key || !p->upstream_name || !p->host || !p->shared) {
         free(p->key);
         free(p->upstream_name);
@@ -86,7 +92,10 @@ static struct sg_pool *pool_new(struct sg_worker *w, const struct sg_upstream *u
         p->literal = p->resolved = true;
         p->addrlen = (socklen_t)len;
     }
-    pool_set_metrics(p);
+    if (!mirror)
+        pool_set_metrics(p);
+    else
+        p->g_active = p->g_idle = p->c_connect_fail = -1; /* shadows have their own metrics */
     p->next = w->pools;
     w->pools = p;
     return p;
@@ -109,6 +118,29 @@ static struct sg_pool *pool_find(struct sg_worker *w, const char *key)
     return NULL;
 }
 
+/* The pools of one upstream, for primary traffic or for shadows. Shadows
+ * never share a pool (or its max_connections count) with the primary. */
+static int attach_pools(struct sg_worker *w, const struct sg_upstream *u, bool mirror, struct sg_pool ***out)
+{
+    struct sg_pool **pools = calloc(u->n_endpoints, sizeof *pools);
+    if (!pools)
+        return -1;
+    for (size_t e = 0; e < u->n_endpoints; e++) {
+        char key[600];
+        snprintf(key, sizeof key, "%s%s|%s|%u", mirror ? "mirror|" : "", u->name, u->endpoints[e].host,
+                 u->endpoints[e].port);
+        struct sg_pool *p = pool_find(w, key);
+        if (!p && !(p = pool_new(w, u, &u->endpoints[e], key, mirror))) {
+            free(pools);
+            return -1;
+        }
+        pool_configure(p, u);
+        pools[e] = p;
+    }
+    *out = pools;
+    return 0;
+}
+
 int sg_pools_attach(struct sg_worker *w, const struct sg_config *cfg, struct sg_upstream_rt **out)
 {
     struct sg_upstream_rt *ups = calloc(cfg->n_upstreams ? cfg->n_upstreams : 1, sizeof *ups);
@@ -117,35 +149,26 @@ int sg_pools_attach(struct sg_worker *w, const struct sg_config *cfg, struct sg_
     for (size_t i = 0; i < cfg->n_upstreams; i++) {
         const struct sg_upstream *u = &cfg->upstreams[i];
         ups[i].cfg = u;
-        ups[i].shared = shared_get(u->name);
-        ups[i].pools = calloc(u->n_endpoints, sizeof *ups[i].pools);
-        if (!ups[i].pools || !ups[i].shared)
-            goto fail;
         ups[i].n_pools = u->n_endpoints;
         ups[i].rr = (unsigned)(w->id * 7u);
-        for (size_t e = 0; e < u->n_endpoints; e++) {
-            char key[600];
-            snprintf(key, sizeof key, "%s|%s|%u", u->name, u->endpoints[e].host, u->endpoints[e].port);
-            struct sg_pool *p = pool_find(w, key);
-            if (!p && !(p = pool_new(w, u, &u->endpoints[e], key)))
-                goto fail;
-            pool_configure(p, u);
-            ups[i].pools[e] = p;
+        if (attach_pools(w, u, false, &ups[i].pools) < 0 || attach_pools(w, u, true, &ups[i].mirror_pools) < 0) {
+            sg_pools_detach(ups, cfg->n_upstreams);
+            return -1;
         }
+        ups[i].shared = ups[i].pools[0]->shared;
     }
     *out = ups;
     return 0;
-fail:
-    sg_pools_detach(ups, cfg->n_upstreams);
-    return -1;
 }
 
 void sg_pools_detach(struct sg_upstream_rt *ups, size_t n)
 {
     if (!ups)
         return;
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < n; i++) {
         free(ups[i].pools);
+        free(ups[i].mirror_pools);
+    }
     free(ups);
 }
 
@@ -176,11 +199,13 @@ int sg_upstream_conns(const struct sg_upstream_rt *u)
     return atomic_load_explicit(&u->shared->conns, memory_order_relaxed);
 }
 
-struct sg_pool *sg_upstream_pick(struct sg_upstream_rt *u, struct sg_worker *w, const struct sg_pool *avoid)
+struct sg_pool *sg_upstream_pick(struct sg_upstream_rt *u, struct sg_worker *w, const struct sg_pool *avoid,
+                                 bool mirror)
 {
+    struct sg_pool **pools = mirror ? u->mirror_pools : u->pools;
     size_t n = u->n_pools;
     if (n == 1)
-        return u->pools[0];
+        return pools[0];
     size_t pick;
     switch (u->cfg->balance) {
     case SG_BALANCE_RANDOM:
@@ -189,16 +214,16 @@ struct sg_pool *sg_upstream_pick(struct sg_upstream_rt *u, struct sg_worker *w, 
     case SG_BALANCE_LEAST_REQUEST: {
         /* Power of two choices: cheap and avoids herding on one endpoint. */
         size_t a = (size_t)(sg_worker_random(w) % n), b = (size_t)(sg_worker_random(w) % n);
-        pick = u->pools[b]->in_flight < u->pools[a]->in_flight ? b : a;
+        pick = pools[b]->in_flight < pools[a]->in_flight ? b : a;
         break;
     }
     default:
         pick = u->rr++ % n;
         break;
     }
-    if (u->pools[pick] == avoid)
+    if (pools[pick] == avoid)
         pick = (pick + 1) % n;
-    return u->pools[pick];
+    return pools[pick];
 }
 
 /* ---- connections ------------------------------------------------------ */

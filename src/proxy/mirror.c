@@ -1,0 +1,458 @@
+/* Shadow requests (see mirror.h).
+ *
+ *   start -> [dropped at once: cap, budget]
+ *         -> acquire (shadow pool) -> attach: head, held body -> body ... ->
+ *            body end: "sent" -> response read and discarded -> finish
+ *   deadline (mirror timeout), connect failure, cap or budget exceeded:
+ *            drop -> finish
+ * shadow_finish is the only exit: one outcome per shadow in the metrics,
+ * one log line, budgets given back. */
+#include "strangler/mirror.h"
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/event_struct.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "strangler/access_log.h"
+#include "strangler/clock.h"
+#include "strangler/h1_client.h"
+#include "strangler/pool.h"
+#include "strangler/worker.h"
+
+/* Drop reasons: label values of strangler_mirror_requests_total. */
+static const char reason_body_too_large[] = "body_too_large";
+static const char reason_overloaded[] = "overloaded";
+static const char reason_connect_failed[] = "connect_failed";
+static const char reason_timeout[] = "timeout";
+static const char reason_upstream_error[] = "upstream_error"; /* reset/invalid before fully sent */
+static const char reason_client_aborted[] = "client_aborted"; /* body never completed */
+
+struct sg_shadow {
+    struct sg_worker *w;
+    struct sg_wsnap *snap; /* pinned: route, mirror and upstream names live in it */
+    const struct sg_route *route;
+    const struct sg_mirror *m;
+    struct sg_upstream_rt *ups;
+    struct sg_pool *pool;
+    struct sg_acquire acq;
+    struct sg_h1c h1c;
+    struct sg_shadow **slot; /* the primary's pointer to us, cleared when we end first */
+    char *strings; /* method, target, host, protocol, request id: one allocation */
+    struct sg_str method, target, host, protocol, request_id, client;
+    struct evbuffer *fields; /* forwarded header fields, serialised at start */
+    struct evbuffer *pending; /* body bytes waiting for the connection */
+    int64_t content_length;
+    uint64_t body_in, held, bytes_out;
+    bool attached, body_done, sent, finished, released;
+    int status; /* the shadow's response status, 0 none */
+    const char *drop_reason;
+    const char *error;
+    struct event timer;
+    uint64_t start_mono_us, start_wall_us;
+    struct sg_shadow *prev, *next; /* worker's list */
+};
+
+static void shadow_finish(struct sg_shadow *sh);
+static const struct sg_h1c_owner_ops shadow_ops;
+
+/* ---- accounting ------------------------------------------------------- */
+
+static void count_outcome(struct sg_worker *w, const struct sg_shadow *sh)
+{
+    const char *route = sh->route->name, *up = sh->m->upstream->name;
+    static const char sent[] = ",outcome=\"sent\"";
+    const char *extra = sent;
+    /* One static label fragment per reason, so the memo keys by pointer. */
+    static const char *const reasons[][2] = {
+        { reason_body_too_large, ",outcome=\"dropped\",reason=\"body_too_large\"" },
+        { reason_overloaded, ",outcome=\"dropped\",reason=\"overloaded\"" },
+        { reason_connect_failed, ",outcome=\"dropped\",reason=\"connect_failed\"" },
+        { reason_timeout, ",outcome=\"dropped\",reason=\"timeout\"" },
+        { reason_upstream_error, ",outcome=\"dropped\",reason=\"upstream_error\"" },
+        { reason_client_aborted, ",outcome=\"dropped\",reason=\"client_aborted\"" },
+    };
+    for (size_t i = 0; sh->drop_reason && i < sizeof reasons / sizeof reasons[0]; i++)
+        if (reasons[i][0] == sh->drop_reason)
+            extra = reasons[i][1];
+    sg_metrics_add(w->metrics, sg_worker_series(w, "strangler_mirror_requests_total", route, up, extra, -1), 1);
+    if (sh->drop_reason)
+        return;
+    static const char code_error[] = ",code=\"error\"";
+    sg_series_t id = sh->status > 0
+                         ? sg_worker_series(w, "strangler_mirror_responses_total", route, up, NULL, sh->status)
+                         : sg_worker_series(w, "strangler_mirror_responses_total", route, up, code_error, -1);
+    sg_metrics_add(w->metrics, id, 1);
+}
+
+static void log_line(struct sg_shadow *sh)
+{
+    const char *outcome = sh->drop_reason ? "dropped" : "sent";
+    struct sg_access_entry e = {
+        .start_us = sh->start_wall_us,
+        .request_id = sh->request_id,
+        .method = sh->method,
+        .path = sh->target,
+        .protocol = SG_STR_LIT("HTTP/1.1"),
+        .status = sh->status,
+        .duration_ms = (double)(sg_mono_us() - sh->start_mono_us) / 1000.0,
+        .route = sg_str_c(sh->route->name),
+        .upstream = sg_str_c(sh->m->upstream->name),
+        .bytes_in = sh->body_in,
+        .bytes_out = sh->bytes_out,
+        .client = sh->client,
+        .error = sg_str_c(sh->error),
+        .shadow = true,
+        .outcome = sg_str_c(outcome),
+        .reason = sg_str_c(sh->drop_reason),
+    };
+    sg_access_log_format(sh->w->access_log, &e);
+    sg_worker_log_commit(sh->w);
+}
+
+/* ---- life cycle --------------------------------------------------------- */
+
+static void shadow_free(void *arg)
+{
+    struct sg_shadow *sh = arg;
+    sg_h1c_free(&sh->h1c);
+    if (sh->fields)
+        evbuffer_free(sh->fields);
+    if (sh->pending)
+        evbuffer_free(sh->pending);
+    free(sh->strings);
+    sg_wsnap_unpin(sh->snap);
+    free(sh);
+}
+
+static void shadow_drop(struct sg_shadow *sh, const char *reason)
+{
+    if (sh->finished)
+        return;
+    if (!sh->drop_reason)
+        sh->drop_reason = reason;
+    shadow_finish(sh);
+}
+
+/* The one exit. */
+static void shadow_finish(struct sg_shadow *sh)
+{
+    if (sh->finished)
+        return;
+    sh->finished = true;
+    struct sg_worker *w = sh->w;
+    event_del(&sh->timer);
+    sg_acquire_cancel(&sh->acq);
+    sg_h1c_detach(&sh->h1c, false);
+    if (sh->pool)
+        sh->pool->in_flight--;
+    if (sh->slot)
+        *sh->slot = NULL;
+    sh->slot = NULL;
+    w->shadow_bytes -= sh->held;
+    sh->held = 0;
+    w->n_shadows--;
+    if (sh->prev)
+        sh->prev->next = sh->next;
+    else
+        w->shadows = sh->next;
+    if (sh->next)
+        sh->next->prev = sh->prev;
+    count_outcome(w, sh);
+    if (sh->snap->cfg->access_log)
+        log_line(sh);
+    sg_worker_defer(w, shadow_free, sh);
+    sg_worker_maybe_exit(w);
+}
+
+static void timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct sg_shadow *sh = arg;
+    if (sh->sent) {
+        sh->error = sg_err_timeout;
+        shadow_finish(sh); /* sent, answered late or never: code="error" */
+    } else {
+        shadow_drop(sh, reason_timeout);
+    }
+}
+
+/* ---- the request ---------------------------------------------------------- */
+
+static void emit_field(void *ctx, struct sg_str name, struct sg_str value)
+{
+    struct evbuffer *out = ctx;
+    evbuffer_add(out, name.p, name.len);
+    evbuffer_add(out, ": ", 2);
+    evbuffer_add(out, value.p, value.len);
+    evbuffer_add(out, "\r\n", 2);
+}
+
+/* "api.example.com:8080" + "-shadow" -> "api.example.com-shadow:8080". */
+static size_t host_with_suffix(struct sg_str host, const char *suffix, char *out)
+{
+    size_t port_at = host.len;
+    for (size_t i = host.len; i > 0; i--) {
+        if (host.p[i - 1] == ']')
+            break;
+        if (host.p[i - 1] == ':') {
+            port_at = i - 1;
+            break;
+        }
+    }
+    size_t sl = strlen(suffix), n = 0;
+    memcpy(out, host.p, port_at);
+    n += port_at;
+    memcpy(out + n, suffix, sl);
+    n += sl;
+    memcpy(out + n, host.p + port_at, host.len - port_at);
+    return n + host.len - port_at;
+}
+
+static struct sg_str keep(char **cursor, struct sg_str s)
+{
+    struct sg_str out = { *cursor, s.len };
+    if (s.len)
+        memcpy(*cursor, s.p, s.len);
+    *cursor += s.len;
+    return out;
+}
+
+static bool copy_request(struct sg_shadow *sh, const struct sg_shadow_request *r)
+{
+    const struct sg_forward_request_opts *f = r->forward;
+    const char *suffix = sh->m->host_suffix ? sh->m->host_suffix : "";
+    size_t need = r->method.len + r->target.len + r->host.len + strlen(suffix) + r->protocol.len +
+                  f->request_id.len + f->client_addr.len + 1;
+    sh->strings = malloc(need);
+    sh->fields = evbuffer_new();
+    if (!sh->strings || !sh->fields)
+        return false;
+    char *c = sh->strings;
+    sh->method = keep(&c, r->method);
+    sh->target = keep(&c, r->target);
+    sh->host = (struct sg_str){ c, host_with_suffix(r->host, suffix, c) };
+    c += sh->host.len;
+    sh->protocol = keep(&c, r->protocol);
+    sh->request_id = keep(&c, f->request_id);
+    sh->client = keep(&c, f->client_addr);
+    sg_headers_forward_request(r->headers, f, emit_field, sh->fields);
+    return true;
+}
+
+static void attach(struct sg_shadow *sh, struct sg_uconn *uc)
+{
+    struct sg_h1c_request r = { sh->method, sh->target, sh->host, sh->content_length, false, false };
+    sh->attached = true;
+    sg_h1c_begin(&sh->h1c, uc, &shadow_ops, sh, &r);
+    evbuffer_add_buffer(sg_h1c_output(&sh->h1c), sh->fields);
+    sg_h1c_head_done(&sh->h1c);
+    if (sh->pending) {
+        struct evbuffer_iovec v[8];
+        int n;
+        while ((n = evbuffer_peek(sh->pending, -1, NULL, v, 8)) > 0) {
+            size_t moved = 0;
+            for (int i = 0; i < n && i < 8; i++) {
+                sg_h1c_body(&sh->h1c, v[i].iov_base, v[i].iov_len);
+                moved += v[i].iov_len;
+            }
+            evbuffer_drain(sh->pending, moved);
+        }
+    }
+    if (sh->body_done) {
+        sg_h1c_end(&sh->h1c);
+        sh->sent = true;
+    }
+}
+
+static void acquired(void *arg, struct sg_uconn *uc, const char *err)
+{
+    struct sg_shadow *sh = arg;
+    if (!uc) {
+        sh->error = err;
+        shadow_drop(sh, err == sg_err_overloaded ? reason_overloaded : reason_connect_failed);
+        return;
+    }
+    attach(sh, uc);
+}
+
+static void begin(struct sg_shadow *sh)
+{
+    sh->pool = sg_upstream_pick(sh->ups, sh->w, NULL, true);
+    sh->pool->in_flight++;
+    sh->acq = (struct sg_acquire){ acquired, sh, NULL };
+    struct sg_uconn *uc = NULL;
+    const char *err = NULL;
+    switch (sg_pool_acquire(sh->pool, &sh->acq, false, &uc, &err)) {
+    case SG_ACQ_READY:
+        attach(sh, uc);
+        break;
+    case SG_ACQ_PENDING:
+        break;
+    case SG_ACQ_FAILED:
+        acquired(sh, NULL, err);
+        break;
+    }
+}
+
+bool sg_shadow_start(struct sg_worker *w, struct sg_wsnap *snap, const struct sg_shadow_request *r,
+                     struct sg_shadow **slot)
+{
+    *slot = NULL;
+    struct sg_shadow *sh = calloc(1, sizeof *sh);
+    if (!sh)
+        return false;
+    sh->w = w;
+    sh->snap = snap;
+    snap->pins++;
+    sh->route = r->route;
+    sh->m = r->mirror;
+    sh->ups = &snap->ups[r->mirror->upstream->index];
+    sh->content_length = r->content_length;
+    sh->body_done = r->content_length == 0;
+    sh->start_mono_us = sg_mono_us();
+    sh->start_wall_us = sg_wall_us();
+    event_assign(&sh->timer, w->base, -1, 0, timer_cb, sh);
+    sh->next = w->shadows;
+    if (w->shadows)
+        w->shadows->prev = sh;
+    w->shadows = sh;
+    w->n_shadows++;
+    const struct sg_limits *lim = &snap->cfg->limits;
+    if (!copy_request(sh, r)) {
+        shadow_drop(sh, reason_overloaded);
+        return false;
+    }
+    if (w->n_shadows > lim->shadow_max_in_flight) {
+        shadow_drop(sh, reason_overloaded);
+        return false;
+    }
+    if (r->content_length > 0 && (uint64_t)r->content_length > sh->m->max_body_bytes) {
+        shadow_drop(sh, reason_body_too_large);
+        return false;
+    }
+    struct timeval tv = sg_tv_ms(sh->m->timeout_ms);
+    event_add(&sh->timer, &tv);
+    sh->slot = slot;
+    *slot = sh;
+    begin(sh);
+    return true;
+}
+
+/* ---- body from the primary ---------------------------------------------------- */
+
+void sg_shadow_body(struct sg_shadow *sh, const char *p, size_t n)
+{
+    if (sh->finished || n == 0)
+        return;
+    if (sh->body_in + n > sh->m->max_body_bytes) {
+        shadow_drop(sh, reason_body_too_large);
+        return;
+    }
+    if (sh->w->shadow_bytes + n > sh->snap->cfg->limits.shadow_max_buffered_bytes) {
+        shadow_drop(sh, reason_overloaded);
+        return;
+    }
+    sh->body_in += n;
+    sh->held += n;
+    sh->w->shadow_bytes += n;
+    if (sh->attached) {
+        sg_h1c_body(&sh->h1c, p, n);
+        return;
+    }
+    if (!sh->pending && !(sh->pending = evbuffer_new())) {
+        shadow_drop(sh, reason_overloaded);
+        return;
+    }
+    evbuffer_add(sh->pending, p, n);
+}
+
+void sg_shadow_body_end(struct sg_shadow *sh)
+{
+    if (sh->finished || sh->body_done)
+        return;
+    sh->body_done = true;
+    if (sh->attached) {
+        sg_h1c_end(&sh->h1c);
+        sh->sent = true;
+    }
+}
+
+void sg_shadow_release(struct sg_shadow *sh)
+{
+    sh->slot = NULL;
+    if (!sh->body_done)
+        shadow_drop(sh, reason_client_aborted);
+}
+
+void sg_shadows_abort_all(struct sg_worker *w)
+{
+    while (w->shadows) {
+        struct sg_shadow *sh = w->shadows;
+        sh->error = "worker stopped";
+        shadow_drop(sh, sh->sent ? NULL : reason_timeout);
+    }
+}
+
+/* ---- the response: read to the end, discarded ------------------------------------- */
+
+static void up_interim(void *owner, int status, const struct sg_headers *h)
+{
+}
+
+static void up_head(void *owner, int status, const struct sg_headers *h, int64_t content_length)
+{
+    struct sg_shadow *sh = owner;
+    sh->status = status;
+    if (!sh->body_done) {
+        /* Answered before its body was complete: nothing more to send. */
+        sh->sent = true;
+    }
+}
+
+static void up_body(void *owner, const char *p, size_t n)
+{
+    ((struct sg_shadow *)owner)->bytes_out += n;
+}
+
+static void up_end(void *owner, const struct sg_headers *trailers)
+{
+    struct sg_shadow *sh = owner;
+    sh->sent = true;
+    /* Reused only when clean (complete, keep-alive, request fully written). */
+    sg_h1c_detach(&sh->h1c, false);
+    sh->attached = false;
+    shadow_finish(sh);
+}
+
+static void up_error(void *owner, const char *err)
+{
+    struct sg_shadow *sh = owner;
+    sh->error = err;
+    sh->status = 0;
+    if (sh->sent)
+        shadow_finish(sh);
+    else
+        shadow_drop(sh, reason_upstream_error);
+}
+
+static void up_writable(void *owner)
+{
+}
+
+static void up_upgrade(void *owner, const struct sg_headers *h)
+{
+    up_error(owner, sg_err_invalid_response); /* a shadow never asks to upgrade */
+}
+
+static const struct sg_h1c_owner_ops shadow_ops = {
+    .interim = up_interim,
+    .head = up_head,
+    .body = up_body,
+    .end = up_end,
+    .error = up_error,
+    .writable = up_writable,
+    .upgrade = up_upgrade,
+};
