@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <event2/event.h>
 #include <event2/thread.h>
+#include <openssl/ssl.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
@@ -14,6 +15,7 @@
 #include "strangler/listen.h"
 #include "strangler/log.h"
 #include "strangler/metrics.h"
+#include "strangler/tls.h"
 #include "strangler/worker.h"
 
 enum { EXIT_CONFIG = 1, EXIT_RUNTIME = 2 };
@@ -216,15 +218,24 @@ static int bind_listeners(struct app *a, char **ready, size_t *n_ready)
     size_t nw = a->srv.n_workers, nl = cfg->n_listeners;
     int *fds = calloc(nw * nl, sizeof *fds);
     int *row = calloc(nl, sizeof *row);
-    bool *tls = calloc(nl, sizeof *tls);
     a->srv.listener_names = calloc(nl, sizeof *a->srv.listener_names);
-    if (!fds || !row || !tls || !a->srv.listener_names)
+    a->srv.listener_ssl = calloc(nl, sizeof *a->srv.listener_ssl);
+    if (!fds || !row || !a->srv.listener_names || !a->srv.listener_ssl) {
+        free(fds);
+        free(row);
         return -1;
+    }
     int rc = 0;
     for (size_t l = 0; l < nl && rc == 0; l++) {
         char bound[300], err[300];
         a->srv.listener_names[l] = strdup(cfg->listeners[l].name);
-        tls[l] = cfg->listeners[l].tls != NULL;
+        a->srv.n_listener_names = l + 1;
+        if (cfg->listeners[l].tls &&
+            !(a->srv.listener_ssl[l] = sg_tls_server_ctx(cfg->listeners[l].tls, false, err, sizeof err))) {
+            sg_error("listener %s: %s", cfg->listeners[l].name, err);
+            rc = -1;
+            break;
+        }
         if (sg_listen_bind(&cfg->listeners[l].addr, nw, fds + l * nw, bound, sizeof bound, err, sizeof err) < 0) {
             sg_error("listener %s (%s:%u): %s", cfg->listeners[l].name, cfg->listeners[l].addr.host,
                      cfg->listeners[l].addr.port, err);
@@ -235,16 +246,14 @@ static int bind_listeners(struct app *a, char **ready, size_t *n_ready)
             rc = -1;
         sg_info("listener %s on %s (%zu workers)", cfg->listeners[l].name, bound, nw);
     }
-    a->srv.n_listener_names = nl;
     for (size_t w = 0; w < nw && rc == 0; w++) {
         for (size_t l = 0; l < nl; l++)
             row[l] = fds[l * nw + w];
-        if (sg_worker_listen(&a->srv.workers[w], row, nl, a->srv.listener_names, tls) < 0)
+        if (sg_worker_listen(&a->srv.workers[w], row, nl, a->srv.listener_names, a->srv.listener_ssl) < 0)
             rc = -1;
     }
     free(fds);
     free(row);
-    free(tls);
     return rc;
 }
 
@@ -311,9 +320,12 @@ static void cleanup(struct app *a)
     for (size_t i = 0; i < a->srv.n_workers; i++)
         sg_worker_destroy(&a->srv.workers[i]);
     free(a->srv.workers);
-    for (size_t i = 0; i < a->srv.n_listener_names; i++)
+    for (size_t i = 0; i < a->srv.n_listener_names; i++) {
         free(a->srv.listener_names[i]);
+        SSL_CTX_free(a->srv.listener_ssl[i]);
+    }
     free(a->srv.listener_names);
+    free(a->srv.listener_ssl);
     sg_admin_free(a->admin);
     event_free(a->sig_term);
     event_free(a->sig_int);

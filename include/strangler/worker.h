@@ -24,6 +24,7 @@ struct sg_upstream_rt;
 struct sg_shadow;
 struct sg_h1s;
 struct sg_metric_memo;
+typedef struct ssl_ctx_st SSL_CTX;
 
 /* The worker's view of one snapshot. Requests pin it with a plain counter
  * (no atomics on the request path); it is dropped once it has been
@@ -44,6 +45,7 @@ struct sg_listener_rt {
     struct evconnlistener *lev;
     sg_series_t conn_gauge;
     bool tls;
+    SSL_CTX *ssl_ctx; /* TLS listeners: shared by every worker (read-only) */
 };
 
 typedef void (*sg_defer_fn)(void *arg);
@@ -96,6 +98,7 @@ struct sg_server {
     atomic_int draining;
     atomic_long conns; /* client connections, all workers (limits.max_connections) */
     char **listener_names;
+    SSL_CTX **listener_ssl; /* per listener, NULL for plaintext */
     size_t n_listener_names;
     /* Called from each worker thread as it ends (must be thread-safe). */
     void (*on_worker_exit)(struct sg_server *srv);
@@ -104,7 +107,7 @@ struct sg_server {
 
 int sg_worker_init(struct sg_worker *w, struct sg_server *srv, unsigned id, struct sg_config *cfg);
 /* Wraps this worker's bound sockets (one per listener) in evconnlisteners. */
-int sg_worker_listen(struct sg_worker *w, const int *fds, size_t n, char *const *names, const bool *tls);
+int sg_worker_listen(struct sg_worker *w, const int *fds, size_t n, char *const *names, SSL_CTX *const *ssl_ctx);
 int sg_worker_start(struct sg_worker *w);
 void sg_worker_join(struct sg_worker *w);
 void sg_worker_destroy(struct sg_worker *w);

@@ -10,10 +10,12 @@
 #include <arpa/inet.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <event2/event_struct.h>
 #include <llhttp.h>
 #include <netinet/tcp.h>
+#include <openssl/ssl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -435,6 +437,8 @@ static void write_cb(struct bufferevent *bev, void *arg)
 
 static void event_cb(struct bufferevent *bev, short what, void *arg)
 {
+    if (what & BEV_EVENT_CONNECTED)
+        return; /* TLS handshake done; requests arrive through read_cb */
     h1s_close(arg);
 }
 
@@ -691,6 +695,26 @@ static void peer_text(char *buf, size_t len, const struct sockaddr *sa)
         inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, buf, (socklen_t)len);
 }
 
+/* Plaintext, or TLS with the listener's context: the handshake runs inside
+ * the bufferevent and the connection sees decrypted bytes only. */
+static struct bufferevent *new_bev(struct sg_listener_rt *l, int fd)
+{
+    int opts = BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS;
+    if (!l->ssl_ctx)
+        return bufferevent_socket_new(l->worker->base, fd, opts);
+    SSL *ssl = SSL_new(l->ssl_ctx);
+    if (!ssl)
+        return NULL;
+    struct bufferevent *bev = bufferevent_openssl_socket_new(l->worker->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING, opts);
+    if (!bev) {
+        SSL_free(ssl);
+        return NULL;
+    }
+    /* Clients that close without close_notify are the norm, not an error. */
+    bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+    return bev;
+}
+
 void sg_h1s_accept(struct sg_listener_rt *l, int fd, const struct sockaddr *peer, int peerlen)
 {
     struct sg_worker *w = l->worker;
@@ -706,7 +730,7 @@ void sg_h1s_accept(struct sg_listener_rt *l, int fd, const struct sockaddr *peer
     peer_text(s->client, sizeof s->client, peer);
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    s->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+    s->bev = new_bev(l, fd);
     if (!s->bev) {
         close(fd);
         free(s);

@@ -1,0 +1,128 @@
+#include "strangler/tls.h"
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ALPN protocols in wire format (length-prefixed), in our preference. */
+struct alpn {
+    unsigned char wire[64];
+    unsigned len;
+};
+
+static void openssl_error(char *errbuf, size_t errlen, const char *what, const char *path)
+{
+    unsigned long e = ERR_get_error();
+    char reason[256] = "unknown error";
+    if (e)
+        ERR_error_string_n(e, reason, sizeof reason);
+    ERR_clear_error();
+    snprintf(errbuf, errlen, "%s %s: %s", what, path ? path : "", reason);
+}
+
+/* RFC 7301 3.2: the server picks; we prefer our own order (h2 first by
+ * default), and a client offering nothing we speak gets no ALPN rather
+ * than a failed handshake (curl without ALPN still gets HTTP/1.1). */
+static int alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outlen, const unsigned char *in,
+                       unsigned int inlen, void *arg)
+{
+    const struct alpn *ours = arg;
+    unsigned char *sel = NULL;
+    unsigned char sel_len = 0;
+    if (SSL_select_next_proto(&sel, &sel_len, ours->wire, ours->len, in, inlen) != OPENSSL_NPN_NEGOTIATED)
+        return SSL_TLSEXT_ERR_NOACK;
+    *out = sel;
+    *outlen = sel_len;
+    return SSL_TLSEXT_ERR_OK;
+}
+
+static void alpn_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
+{
+    free(ptr);
+}
+
+static int alpn_index(void)
+{
+    static int idx = -1;
+    /* First call happens on the main thread before workers start. */
+    if (idx < 0)
+        idx = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, alpn_free);
+    return idx;
+}
+
+static bool set_alpn(SSL_CTX *ctx, const struct sg_tls_server *cfg, bool h2_ok)
+{
+    struct alpn *a = calloc(1, sizeof *a);
+    if (!a)
+        return false;
+    for (size_t i = 0; i < cfg->n_alpn; i++) {
+        size_t n = strlen(cfg->alpn[i]);
+        if ((!h2_ok && strcmp(cfg->alpn[i], "h2") == 0) || n == 0 || a->len + 1 + n > sizeof a->wire)
+            continue;
+        a->wire[a->len++] = (unsigned char)n;
+        memcpy(a->wire + a->len, cfg->alpn[i], n);
+        a->len += (unsigned)n;
+    }
+    SSL_CTX_set_ex_data(ctx, alpn_index(), a);
+    SSL_CTX_set_alpn_select_cb(ctx, alpn_select, a);
+    return true;
+}
+
+static bool set_client_ca(SSL_CTX *ctx, const char *ca, char *errbuf, size_t errlen)
+{
+    if (SSL_CTX_load_verify_locations(ctx, ca, NULL) != 1) {
+        openssl_error(errbuf, errlen, "cannot load client_ca", ca);
+        return false;
+    }
+    STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(ca);
+    if (names)
+        SSL_CTX_set_client_CA_list(ctx, names);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
+    return true;
+}
+
+SSL_CTX *sg_tls_server_ctx(const struct sg_tls_server *cfg, bool h2_ok, char *errbuf, size_t errlen)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    if (!ctx) {
+        openssl_error(errbuf, errlen, "cannot create TLS context", NULL);
+        return NULL;
+    }
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    /* Server cipher preference, no renegotiation, no compression: the
+     * usual hardening; ciphers are OpenSSL 3's defaults. */
+    SSL_CTX_set_options(ctx, SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
+    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+    if (SSL_CTX_use_certificate_chain_file(ctx, cfg->certificate) != 1) {
+        openssl_error(errbuf, errlen, "cannot load certificate", cfg->certificate);
+        goto fail;
+    }
+    if (SSL_CTX_use_PrivateKey_file(ctx, cfg->private_key, SSL_FILETYPE_PEM) != 1) {
+        openssl_error(errbuf, errlen, "cannot load private key", cfg->private_key);
+        goto fail;
+    }
+    if (SSL_CTX_check_private_key(ctx) != 1) {
+        openssl_error(errbuf, errlen, "private key does not match certificate", cfg->private_key);
+        goto fail;
+    }
+    if (cfg->client_ca && !set_client_ca(ctx, cfg->client_ca, errbuf, errlen))
+        goto fail;
+    if (!set_alpn(ctx, cfg, h2_ok)) {
+        snprintf(errbuf, errlen, "out of memory");
+        goto fail;
+    }
+    return ctx;
+fail:
+    SSL_CTX_free(ctx);
+    return NULL;
+}
+
+bool sg_tls_alpn_is_h2(SSL *ssl)
+{
+    const unsigned char *p = NULL;
+    unsigned len = 0;
+    SSL_get0_alpn_selected(ssl, &p, &len);
+    return len == 2 && memcmp(p, "h2", 2) == 0;
+}

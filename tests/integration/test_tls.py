@@ -1,0 +1,154 @@
+"""TLS listeners: certificates made at test time with openssl, real clients
+(curl and Python's ssl module), TLS 1.2+ only, mTLS accepted and refused."""
+import http.client
+import json
+import os
+import ssl
+import subprocess
+
+from harness import (Proxy, Upstream, check, config, eq, main, run_cli, tmpdir, write_file)
+
+
+def openssl(*args):
+    subprocess.run(["openssl"] + list(args), check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def make_pki():
+    """A CA, a server certificate for localhost/127.0.0.1, a client certificate
+    from the same CA and one from a second, untrusted CA."""
+    d = tmpdir()
+    p = lambda n: os.path.join(d, n)
+    for ca in ("ca", "rogue"):
+        openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", p(ca + ".key"), "-out",
+                p(ca + ".crt"), "-days", "2", "-subj", "/CN=strangler-test-" + ca)
+    with open(p("san.cnf"), "w") as f:
+        f.write("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    for name, ca, ext in (("srv", "ca", True), ("cli", "ca", False), ("evil", "rogue", False)):
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", p(name + ".key"), "-out", p(name + ".csr"),
+                "-subj", "/CN=" + name)
+        args = ["x509", "-req", "-in", p(name + ".csr"), "-CA", p(ca + ".crt"), "-CAkey", p(ca + ".key"),
+                "-CAcreateserial", "-out", p(name + ".crt"), "-days", "2"]
+        if ext:
+            args += ["-extfile", p("san.cnf")]
+        openssl(*args)
+    return p
+
+
+def tls_config(up, p, extra_listener=None):
+    listeners = [
+        {"name": "public", "address": "127.0.0.1:0"},
+        {"name": "secure", "address": "127.0.0.1:0",
+         "tls": {"certificate": p("srv.crt"), "private_key": p("srv.key")}},
+        {"name": "mtls", "address": "127.0.0.1:0",
+         "tls": {"certificate": p("srv.crt"), "private_key": p("srv.key"), "client_ca": p("ca.crt")}},
+    ]
+    return config({"up": up}, [{"name": "all", "destinations": [{"upstream": "up"}]}], listeners=listeners)
+
+
+def client_ctx(p, cert=None, alpn=("http/1.1",), max_version=None):
+    ctx = ssl.create_default_context(cafile=p("ca.crt"))
+    if cert:
+        ctx.load_cert_chain(p(cert + ".crt"), p(cert + ".key"))
+    if alpn:
+        ctx.set_alpn_protocols(list(alpn))
+    if max_version:
+        ctx.maximum_version = max_version
+    return ctx
+
+
+def https_get(addr, ctx, paths=("/",), server_hostname="localhost"):
+    host, port = addr
+    conn = http.client.HTTPSConnection(host, int(port), context=ctx, timeout=10)
+    conn._server_hostname = server_hostname  # verify against the SAN, connect by IP
+    out = []
+    try:
+        for path in paths:
+            conn.request("GET", path, headers={"Host": "localhost"})
+            r = conn.getresponse()
+            out.append((r.status, r.read(), conn.sock.selected_alpn_protocol(), conn.sock.version()))
+    finally:
+        conn.close()
+    return out
+
+
+def test_https_request_keepalive_and_forwarded_proto():
+    p = make_pki()
+    up = Upstream("up")
+    with Proxy(tls_config(up, p)) as px:
+        res = https_get(px.addr("secure"), client_ctx(p), paths=("/a", "/b", "/c"))
+        for status, body, alpn, version in res:
+            eq(status, 200, "status over TLS")
+            echo = json.loads(body)
+            check(echo["path"] in ("/a", "/b", "/c"), "path reached the upstream: %r" % echo["path"])
+            xfp = [v for k, v in echo["headers"] if k.lower() == "x-forwarded-proto"]
+            eq(xfp, ["https"], "x-forwarded-proto on a TLS listener")
+            eq(alpn, "http/1.1", "ALPN")
+            check(version in ("TLSv1.2", "TLSv1.3"), "TLS version %r" % version)
+        eq(up.accepted >= 1, True, "upstream reached")
+        log = px.access_log(3)
+        eq([e["status"] for e in log[-3:]], [200, 200, 200], "access log statuses")
+
+
+def test_tls_below_1_2_refused():
+    p = make_pki()
+    up = Upstream("up")
+    with Proxy(tls_config(up, p)) as px:
+        host, port = px.addr("secure")
+        r = subprocess.run(["curl", "-s", "-o", "/dev/null", "--cacert", p("ca.crt"), "--tlsv1.0",
+                            "--tls-max", "1.1", "--resolve", "localhost:%s:%s" % (port, host),
+                            "https://localhost:%s/" % port], stdout=subprocess.PIPE, timeout=20)
+        check(r.returncode != 0, "a TLS 1.1 handshake must fail (curl exit %d)" % r.returncode)
+        r = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", p("ca.crt"),
+                            "--tlsv1.2", "--tls-max", "1.2", "--resolve", "localhost:%s:%s" % (port, host),
+                            "https://localhost:%s/" % port], stdout=subprocess.PIPE, timeout=20)
+        eq((r.returncode, r.stdout), (0, b"200"), "TLS 1.2 works")
+        eq(up.completed, 1, "only the TLS 1.2 request reached the upstream")
+
+
+def test_mtls_accepts_trusted_client_and_refuses_others():
+    p = make_pki()
+    up = Upstream("up")
+    with Proxy(tls_config(up, p)) as px:
+        res = https_get(px.addr("mtls"), client_ctx(p, cert="cli"))
+        eq(res[0][0], 200, "trusted client certificate accepted")
+        for who, cert in (("no certificate", None), ("untrusted CA", "evil")):
+            try:
+                https_get(px.addr("mtls"), client_ctx(p, cert=cert))
+                raise AssertionError("%s: request succeeded" % who)
+            except (ssl.SSLError, ConnectionError, http.client.HTTPException, OSError) as e:
+                check(not isinstance(e, AssertionError), "%s refused (%s)" % (who, e))
+        eq(up.completed, 1, "refused clients never reached the upstream")
+        # The plain listener of the same process is unaffected.
+        res = https_get(px.addr("secure"), client_ctx(p))
+        eq(res[0][0], 200, "non-mTLS listener without client certificate")
+
+
+def test_plaintext_to_tls_port_gets_no_http_response():
+    p = make_pki()
+    up = Upstream("up")
+    with Proxy(tls_config(up, p)) as px:
+        host, port = px.addr("secure")
+        conn = http.client.HTTPConnection(host, int(port), timeout=5)
+        try:
+            conn.request("GET", "/")
+            r = conn.getresponse()
+            raise AssertionError("plaintext HTTP on a TLS port answered %d" % r.status)
+        except (http.client.HTTPException, ConnectionError, OSError):
+            pass
+        eq(up.completed, 0, "nothing reached the upstream")
+
+
+def test_bad_certificate_fails_start_with_exit_2():
+    p = make_pki()
+    up = Upstream("up")
+    cfg = tls_config(up, p).replace(p("srv.key"), p("cli.key"), 1)  # key of another certificate
+    path = write_file(cfg)
+    r = run_cli(["-c", path, "--ready-file", os.path.join(tmpdir(), "ready")])
+    eq(r.returncode, 2, "exit code for a key that does not match its certificate")
+    check("secure" in r.stderr and "key" in r.stderr, "error names the listener and the key: %r" % r.stderr[-400:])
+    r = run_cli(["--check", "-c", path])
+    eq(r.returncode, 0, "--check validates the schema, not the files (CI checks configs without secrets)")
+
+
+if __name__ == "__main__":
+    main(globals())
