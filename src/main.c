@@ -2,7 +2,6 @@
 #include <errno.h>
 #include <event2/event.h>
 #include <event2/thread.h>
-#include <openssl/ssl.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
@@ -15,7 +14,7 @@
 #include "strangler/listen.h"
 #include "strangler/log.h"
 #include "strangler/metrics.h"
-#include "strangler/tls.h"
+#include "strangler/watch.h"
 #include "strangler/worker.h"
 
 enum { EXIT_CONFIG = 1, EXIT_RUNTIME = 2 };
@@ -32,8 +31,7 @@ struct app {
     struct sg_admin *admin;
     struct event *sig_term, *sig_int, *sig_hup, *worker_exit_ev, *drain_timer;
     atomic_uint exited;
-    sg_series_t reload_ok, reload_fail, generation;
-    struct sg_metrics_shard *shard; /* the main thread's counters */
+    struct sg_watch *watch;
 };
 
 static void usage(FILE *f)
@@ -115,9 +113,9 @@ static void register_metrics(struct app *a)
     sg_metrics_family("strangler_downstream_connections", SG_METRIC_GAUGE, "Open client connections by listener.");
     sg_metrics_family("strangler_config_reloads_total", SG_METRIC_COUNTER, "Configuration reloads by result.");
     sg_metrics_family("strangler_config_generation", SG_METRIC_GAUGE, "Generation of the configuration in use.");
-    a->reload_ok = sg_metrics_series("strangler_config_reloads_total", "result=\"success\"");
-    a->reload_fail = sg_metrics_series("strangler_config_reloads_total", "result=\"failure\"");
-    a->generation = sg_metrics_series("strangler_config_generation", "");
+    a->srv.reload_ok = sg_metrics_series("strangler_config_reloads_total", "result=\"success\"");
+    a->srv.reload_fail = sg_metrics_series("strangler_config_reloads_total", "result=\"failure\"");
+    a->srv.generation_gauge = sg_metrics_series("strangler_config_generation", "");
 }
 
 /* ---- signals and shutdown ---------------------------------------------------- */
@@ -172,27 +170,12 @@ static void sigint_cb(evutil_socket_t fd, short what, void *arg)
     begin_drain(a, t < 2000 ? t : 2000); /* interactive: the same, faster */
 }
 
-static void reload(struct app *a)
-{
-    struct sg_config *cfg = load(a->srv.cfg->path);
-    if (!cfg) {
-        sg_metrics_add(a->shard, a->reload_fail, 1);
-        sg_error("reload of %s rejected; the previous configuration stays in use", a->srv.cfg->path);
-        return;
-    }
-    cfg->generation = atomic_fetch_add(&a->srv.generation, 1) + 1;
-    for (size_t i = 0; i < a->srv.n_workers; i++)
-        sg_worker_post_config(&a->srv.workers[i], cfg);
-    sg_config_unref(a->srv.cfg);
-    a->srv.cfg = cfg;
-    sg_metrics_add(a->shard, a->reload_ok, 1);
-    sg_metrics_gauge_set(a->generation, (int64_t)cfg->generation);
-    sg_info("configuration generation %llu loaded from %s", (unsigned long long)cfg->generation, cfg->path);
-}
-
 static void sighup_cb(evutil_socket_t fd, short what, void *arg)
 {
-    reload(arg);
+    struct app *a = arg;
+    struct sg_config_errors errs;
+    sg_server_reload(&a->srv, &errs);
+    sg_config_errors_free(&errs);
 }
 
 /* ---- start ---------------------------------------------------------------------- */
@@ -219,8 +202,7 @@ static int bind_listeners(struct app *a, char **ready, size_t *n_ready)
     int *fds = calloc(nw * nl, sizeof *fds);
     int *row = calloc(nl, sizeof *row);
     a->srv.listener_names = calloc(nl, sizeof *a->srv.listener_names);
-    a->srv.listener_ssl = calloc(nl, sizeof *a->srv.listener_ssl);
-    if (!fds || !row || !a->srv.listener_names || !a->srv.listener_ssl) {
+    if (!fds || !row || !a->srv.listener_names) {
         free(fds);
         free(row);
         return -1;
@@ -230,12 +212,6 @@ static int bind_listeners(struct app *a, char **ready, size_t *n_ready)
         char bound[300], err[300];
         a->srv.listener_names[l] = strdup(cfg->listeners[l].name);
         a->srv.n_listener_names = l + 1;
-        if (cfg->listeners[l].tls &&
-            !(a->srv.listener_ssl[l] = sg_tls_server_ctx(cfg->listeners[l].tls, false, err, sizeof err))) {
-            sg_error("listener %s: %s", cfg->listeners[l].name, err);
-            rc = -1;
-            break;
-        }
         if (sg_listen_bind(&cfg->listeners[l].addr, nw, fds + l * nw, bound, sizeof bound, err, sizeof err) < 0) {
             sg_error("listener %s (%s:%u): %s", cfg->listeners[l].name, cfg->listeners[l].addr.host,
                      cfg->listeners[l].addr.port, err);
@@ -249,7 +225,7 @@ static int bind_listeners(struct app *a, char **ready, size_t *n_ready)
     for (size_t w = 0; w < nw && rc == 0; w++) {
         for (size_t l = 0; l < nl; l++)
             row[l] = fds[l * nw + w];
-        if (sg_worker_listen(&a->srv.workers[w], row, nl, a->srv.listener_names, a->srv.listener_ssl) < 0)
+        if (sg_worker_listen(&a->srv.workers[w], row, nl, a->srv.listener_names) < 0)
             rc = -1;
     }
     free(fds);
@@ -284,6 +260,11 @@ static int start_workers(struct app *a, const struct options *o, char **ready, s
 static int start(struct app *a, const struct options *o)
 {
     struct sg_config *cfg = a->srv.cfg;
+    char err[600];
+    if (!sg_server_prepare(cfg, err, sizeof err)) {
+        sg_error("%s", err);
+        return -1;
+    }
     a->srv.n_workers = cfg->workers;
     a->srv.workers = calloc(cfg->workers, sizeof *a->srv.workers);
     a->srv.on_worker_exit = on_worker_exit;
@@ -320,12 +301,10 @@ static void cleanup(struct app *a)
     for (size_t i = 0; i < a->srv.n_workers; i++)
         sg_worker_destroy(&a->srv.workers[i]);
     free(a->srv.workers);
-    for (size_t i = 0; i < a->srv.n_listener_names; i++) {
+    for (size_t i = 0; i < a->srv.n_listener_names; i++)
         free(a->srv.listener_names[i]);
-        SSL_CTX_free(a->srv.listener_ssl[i]);
-    }
     free(a->srv.listener_names);
-    free(a->srv.listener_ssl);
+    sg_watch_free(a->watch);
     sg_admin_free(a->admin);
     event_free(a->sig_term);
     event_free(a->sig_int);
@@ -360,12 +339,14 @@ int main(int argc, char **argv)
     a.base = event_base_new();
     if (!a.base)
         return EXIT_RUNTIME;
-    a.shard = sg_metrics_shard_new();
+    a.srv.shard = sg_metrics_shard_new();
     register_metrics(&a);
-    sg_metrics_gauge_set(a.generation, 1);
+    sg_metrics_gauge_set(a.srv.generation_gauge, 1);
     setup_signals(&a);
     if (start(&a, &o) < 0)
         return EXIT_RUNTIME; /* nothing started yet: workers start last */
+    /* Any kind of write to the file reloads it (watch.c). */
+    a.watch = sg_watch_start(a.base, &a.srv);
     sg_info("strangler %s running with %zu workers", SG_VERSION, a.srv.n_workers);
     event_base_dispatch(a.base);
     for (size_t i = 0; i < a.srv.n_workers; i++)

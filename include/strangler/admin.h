@@ -1,4 +1,4 @@
-/* The admin port (main thread): /metrics, /ready, /live. */
+/* The admin port (main thread): GET /metrics /ready /live /config, POST /reload. */
 #ifndef STRANGLER_ADMIN_H
 #define STRANGLER_ADMIN_H
 

@@ -202,6 +202,10 @@ struct sg_config {
     uint64_t drain_timeout_ms; /* shutdown.drain_timeout, default 30s */
     char **secrets; /* values substituted from ${ENV}, for redaction */
     size_t n_secrets;
+    /* Runtime state the installing process attaches before sharing the
+     * snapshot (TLS contexts of the listeners); released with it. */
+    void *runtime;
+    void (*runtime_free)(void *runtime);
 };
 
 /* Every error found, each already formatted "FILE:LINE:COLUMN: message". */

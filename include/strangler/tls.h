@@ -16,6 +16,21 @@ typedef struct ssl_st SSL;
  * certificates required and verified (mTLS). NULL with errbuf set. */
 SSL_CTX *sg_tls_server_ctx(const struct sg_tls_server *cfg, bool h2_ok, char *errbuf, size_t errlen);
 
+/* The contexts of every TLS listener of a snapshot, indexed like
+ * cfg->listeners (NULL for plaintext ones). Built when a configuration is
+ * installed, so certificate files are re-read on every reload; attached to
+ * the snapshot (cfg->runtime). Connections hold their own reference
+ * (SSL_new), so a context outlives the snapshot while they need it. */
+struct sg_tls_set {
+    size_t n;
+    SSL_CTX *ctx[];
+};
+
+/* Builds and attaches the set; false with errbuf set (naming the listener). */
+bool sg_tls_attach(struct sg_config *cfg, bool h2_ok, char *errbuf, size_t errlen);
+/* The listener's context in this snapshot, or NULL. */
+SSL_CTX *sg_tls_ctx(const struct sg_config *cfg, size_t listener);
+
 /* True when the handshake chose "h2". */
 bool sg_tls_alpn_is_h2(SSL *ssl);
 

@@ -24,7 +24,6 @@ struct sg_upstream_rt;
 struct sg_shadow;
 struct sg_h1s;
 struct sg_metric_memo;
-typedef struct ssl_ctx_st SSL_CTX;
 
 /* The worker's view of one snapshot. Requests pin it with a plain counter
  * (no atomics on the request path); it is dropped once it has been
@@ -44,8 +43,7 @@ struct sg_listener_rt {
     int fd;
     struct evconnlistener *lev;
     sg_series_t conn_gauge;
-    bool tls;
-    SSL_CTX *ssl_ctx; /* TLS listeners: shared by every worker (read-only) */
+    bool tls; /* contexts come from the snapshot: sg_tls_ctx(cfg, index) */
 };
 
 typedef void (*sg_defer_fn)(void *arg);
@@ -98,16 +96,26 @@ struct sg_server {
     atomic_int draining;
     atomic_long conns; /* client connections, all workers (limits.max_connections) */
     char **listener_names;
-    SSL_CTX **listener_ssl; /* per listener, NULL for plaintext */
     size_t n_listener_names;
     /* Called from each worker thread as it ends (must be thread-safe). */
     void (*on_worker_exit)(struct sg_server *srv);
     void *main_ctx;
+    /* Main thread's metrics and the reload counters. */
+    struct sg_metrics_shard *shard;
+    sg_series_t reload_ok, reload_fail, generation_gauge;
+    uint64_t config_hash; /* of the file content last loaded (the watcher skips identical writes) */
 };
+
+/* Loads srv->cfg->path again and, when valid, installs it on every worker
+ * (TLS contexts rebuilt: certificate files are re-read). Counts the result.
+ * On failure returns false and fills errs; the old snapshot keeps serving. */
+bool sg_server_reload(struct sg_server *srv, struct sg_config_errors *errs);
+/* Builds what a snapshot needs at run time (TLS contexts); for start-up. */
+bool sg_server_prepare(struct sg_config *cfg, char *errbuf, size_t errlen);
 
 int sg_worker_init(struct sg_worker *w, struct sg_server *srv, unsigned id, struct sg_config *cfg);
 /* Wraps this worker's bound sockets (one per listener) in evconnlisteners. */
-int sg_worker_listen(struct sg_worker *w, const int *fds, size_t n, char *const *names, SSL_CTX *const *ssl_ctx);
+int sg_worker_listen(struct sg_worker *w, const int *fds, size_t n, char *const *names);
 int sg_worker_start(struct sg_worker *w);
 void sg_worker_join(struct sg_worker *w);
 void sg_worker_destroy(struct sg_worker *w);

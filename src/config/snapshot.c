@@ -108,6 +108,8 @@ void cfg_free(struct sg_config *cfg)
         free_route(&cfg->routes[i]);
     free(cfg->routes);
     free_strv(cfg->secrets, cfg->n_secrets);
+    if (cfg->runtime_free)
+        cfg->runtime_free(cfg->runtime);
     free(cfg);
 }
 

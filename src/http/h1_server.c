@@ -25,6 +25,7 @@
 #include "strangler/exchange.h"
 #include "strangler/h1.h"
 #include "strangler/log.h"
+#include "strangler/tls.h"
 #include "strangler/worker.h"
 
 #define OUT_HIGH (256u * 1024u)
@@ -700,9 +701,10 @@ static void peer_text(char *buf, size_t len, const struct sockaddr *sa)
 static struct bufferevent *new_bev(struct sg_listener_rt *l, int fd)
 {
     int opts = BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS;
-    if (!l->ssl_ctx)
-        return bufferevent_socket_new(l->worker->base, fd, opts);
-    SSL *ssl = SSL_new(l->ssl_ctx);
+    SSL_CTX *ctx = l->tls ? sg_tls_ctx(l->worker->snap->cfg, l->index) : NULL;
+    if (!ctx)
+        return l->tls ? NULL : bufferevent_socket_new(l->worker->base, fd, opts);
+    SSL *ssl = SSL_new(ctx);
     if (!ssl)
         return NULL;
     struct bufferevent *bev = bufferevent_openssl_socket_new(l->worker->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING, opts);

@@ -126,3 +126,42 @@ bool sg_tls_alpn_is_h2(SSL *ssl)
     SSL_get0_alpn_selected(ssl, &p, &len);
     return len == 2 && memcmp(p, "h2", 2) == 0;
 }
+
+static void tls_set_free(void *arg)
+{
+    struct sg_tls_set *t = arg;
+    if (!t)
+        return;
+    for (size_t i = 0; i < t->n; i++)
+        SSL_CTX_free(t->ctx[i]);
+    free(t);
+}
+
+bool sg_tls_attach(struct sg_config *cfg, bool h2_ok, char *errbuf, size_t errlen)
+{
+    struct sg_tls_set *t = calloc(1, sizeof *t + cfg->n_listeners * sizeof t->ctx[0]);
+    if (!t) {
+        snprintf(errbuf, errlen, "out of memory");
+        return false;
+    }
+    t->n = cfg->n_listeners;
+    for (size_t i = 0; i < cfg->n_listeners; i++) {
+        if (!cfg->listeners[i].tls)
+            continue;
+        char err[512];
+        if (!(t->ctx[i] = sg_tls_server_ctx(cfg->listeners[i].tls, h2_ok, err, sizeof err))) {
+            snprintf(errbuf, errlen, "listener %s: %s", cfg->listeners[i].name, err);
+            tls_set_free(t);
+            return false;
+        }
+    }
+    cfg->runtime = t;
+    cfg->runtime_free = tls_set_free;
+    return true;
+}
+
+SSL_CTX *sg_tls_ctx(const struct sg_config *cfg, size_t listener)
+{
+    const struct sg_tls_set *t = cfg->runtime;
+    return t && listener < t->n ? t->ctx[listener] : NULL;
+}

@@ -365,7 +365,7 @@ int sg_worker_init(struct sg_worker *w, struct sg_server *srv, unsigned id, stru
 }
 
 /* fds[i]: this worker's bound socket for listener i. */
-int sg_worker_listen(struct sg_worker *w, const int *fds, size_t n, char *const *names, SSL_CTX *const *ssl_ctx)
+int sg_worker_listen(struct sg_worker *w, const int *fds, size_t n, char *const *names)
 {
     w->listeners = calloc(n, sizeof *w->listeners);
     if (!w->listeners)
@@ -377,8 +377,7 @@ int sg_worker_listen(struct sg_worker *w, const int *fds, size_t n, char *const 
         l->name = names[i];
         l->index = i;
         l->fd = fds[i];
-        l->ssl_ctx = ssl_ctx[i];
-        l->tls = ssl_ctx[i] != NULL;
+        l->tls = w->snap->cfg->listeners[i].tls != NULL;
         char buf[300], labels[320];
         snprintf(labels, sizeof labels, "listener=\"%s\"", sg_metrics_label_escape(names[i], buf, sizeof buf));
         l->conn_gauge = sg_metrics_series("strangler_downstream_connections", labels);

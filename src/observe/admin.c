@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "strangler/config_json.h"
+#include "strangler/json.h"
 #include "strangler/listen.h"
 #include "strangler/metrics.h"
 #include "strangler/worker.h"
@@ -62,9 +64,62 @@ static void live_cb(struct evhttp_request *req, void *arg)
     reply_text(req, 200, "OK", "live\n");
 }
 
+static void reply_json(struct evhttp_request *req, int code, const char *reason, struct evbuffer *b)
+{
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", "application/json");
+    evhttp_send_reply(req, code, reason, b);
+}
+
+static void config_cb(struct evhttp_request *req, void *arg)
+{
+    struct sg_admin *a = arg;
+    if (!is_get(req)) {
+        reply_text(req, 405, "Method Not Allowed", "use GET\n");
+        return;
+    }
+    struct evbuffer *b = evbuffer_new();
+    if (!b)
+        return;
+    sg_config_json(b, a->srv->cfg);
+    reply_json(req, 200, "OK", b);
+    evbuffer_free(b);
+}
+
+/* POST /reload: the same path as SIGHUP and the file watcher, with the
+ * outcome (and every error) in the answer. */
+static void reload_cb(struct evhttp_request *req, void *arg)
+{
+    struct sg_admin *a = arg;
+    if (evhttp_request_get_command(req) != EVHTTP_REQ_POST) {
+        reply_text(req, 405, "Method Not Allowed", "use POST\n");
+        return;
+    }
+    struct evbuffer *b = evbuffer_new();
+    if (!b)
+        return;
+    struct sg_config_errors errs;
+    if (sg_server_reload(a->srv, &errs)) {
+        evbuffer_add_printf(b, "{\"result\":\"success\",\"generation\":%llu}\n",
+                            (unsigned long long)a->srv->cfg->generation);
+        reply_json(req, 200, "OK", b);
+    } else {
+        evbuffer_add_printf(b, "{\"result\":\"failure\",\"generation\":%llu,\"errors\":[",
+                            (unsigned long long)a->srv->cfg->generation);
+        for (size_t i = 0; i < errs.n; i++) {
+            if (i)
+                evbuffer_add(b, ",", 1);
+            sg_json_str(b, errs.msgs[i], strlen(errs.msgs[i]), 0);
+        }
+        evbuffer_add(b, "]}\n", 3);
+        reply_json(req, 400, "Bad Request", b);
+    }
+    sg_config_errors_free(&errs);
+    evbuffer_free(b);
+}
+
 static void other_cb(struct evhttp_request *req, void *arg)
 {
-    reply_text(req, 404, "Not Found", "admin endpoints: /metrics /ready /live\n");
+    reply_text(req, 404, "Not Found", "admin endpoints: GET /metrics /ready /live /config, POST /reload\n");
 }
 
 struct sg_admin *sg_admin_start(struct event_base *base, struct sg_server *srv, const struct sg_hostport *addr,
@@ -84,6 +139,8 @@ struct sg_admin *sg_admin_start(struct event_base *base, struct sg_server *srv, 
     evhttp_set_cb(a->http, "/metrics", metrics_cb, a);
     evhttp_set_cb(a->http, "/ready", ready_cb, a);
     evhttp_set_cb(a->http, "/live", live_cb, a);
+    evhttp_set_cb(a->http, "/config", config_cb, a);
+    evhttp_set_cb(a->http, "/reload", reload_cb, a);
     evhttp_set_gencb(a->http, other_cb, a);
     struct evhttp_bound_socket *bs = evhttp_bind_socket_with_handle(a->http, addr->host, addr->port);
     if (!bs) {

@@ -275,8 +275,11 @@ static void pool_warn(struct sg_pool *p, const char *what, const char *detail)
         p->suppressed++;
         return;
     }
-    sg_warn("upstream %s: %s (%s:%u)%s%s; %u similar messages suppressed", p->upstream_name, what, p->host,
-            p->port, detail ? ": " : "", detail ? detail : "", p->suppressed);
+    char more[64] = "";
+    if (p->suppressed)
+        snprintf(more, sizeof more, "; %u similar messages suppressed", p->suppressed);
+    sg_warn("upstream %s%s: %s (%s:%u)%s%s%s", p->upstream_name, p->mirror ? " (shadow)" : "", what, p->host,
+            p->port, detail ? ": " : "", detail ? detail : "", more);
     p->last_warn_ms = now;
     p->suppressed = 0;
 }
