@@ -46,7 +46,10 @@ struct sg_shadow {
     struct evbuffer *fields; /* forwarded header fields, serialised at start */
     struct evbuffer *pending; /* body bytes waiting for the connection */
     int64_t content_length;
-    uint64_t body_in, held, bytes_out;
+    uint64_t body_in, bytes_out;
+    uint64_t held; /* body bytes in our buffers, counted in w->shadow_bytes */
+    size_t unsent_head; /* head bytes ahead of the body in the connection's output */
+    struct evbuffer_cb_entry *drain_cb; /* releases `held` as the output drains */
     bool attached, body_done, sent, finished, released;
     int status; /* the shadow's response status, 0 none */
     const char *drop_reason;
@@ -113,6 +116,44 @@ static void log_line(struct sg_shadow *sh)
     sg_worker_log_commit(sh->w);
 }
 
+/* ---- the byte budget ------------------------------------------------------ */
+
+/* The budget counts body bytes still in memory: in `pending`, or in the
+ * connection's output buffer until the kernel takes them. A mirror that
+ * reads promptly but answers slowly holds nothing. */
+static void release_held(struct sg_shadow *sh, uint64_t n)
+{
+    if (n > sh->held)
+        n = sh->held;
+    sh->held -= n;
+    sh->w->shadow_bytes -= n;
+}
+
+static void output_drained(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
+{
+    struct sg_shadow *sh = arg;
+    size_t n = info->n_deleted;
+    size_t head = n < sh->unsent_head ? n : sh->unsent_head;
+    sh->unsent_head -= head;
+    release_held(sh, n - head); /* chunk framing makes this an upper bound: clamped */
+}
+
+static void unhook_output(struct sg_shadow *sh)
+{
+    if (sh->drain_cb && sh->h1c.uc)
+        evbuffer_remove_cb_entry(sg_h1c_output(&sh->h1c), sh->drain_cb);
+    sh->drain_cb = NULL;
+}
+
+/* Gives the connection back: reused only when clean (complete response,
+ * keep-alive, request fully written). */
+static void detach(struct sg_shadow *sh)
+{
+    unhook_output(sh);
+    sg_h1c_detach(&sh->h1c, false);
+    sh->attached = false;
+}
+
 /* ---- life cycle --------------------------------------------------------- */
 
 static void shadow_free(void *arg)
@@ -146,14 +187,13 @@ static void shadow_finish(struct sg_shadow *sh)
     struct sg_worker *w = sh->w;
     event_del(&sh->timer);
     sg_acquire_cancel(&sh->acq);
-    sg_h1c_detach(&sh->h1c, false);
+    detach(sh);
     if (sh->pool)
         sh->pool->in_flight--;
     if (sh->slot)
         *sh->slot = NULL;
     sh->slot = NULL;
-    w->shadow_bytes -= sh->held;
-    sh->held = 0;
+    release_held(sh, sh->held);
     w->n_shadows--;
     if (sh->prev)
         sh->prev->next = sh->next;
@@ -173,7 +213,8 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
     struct sg_shadow *sh = arg;
     if (sh->sent) {
         sh->error = sg_err_timeout;
-        shadow_finish(sh); /* sent, answered late or never: code="error" */
+        sh->status = 0; /* sent, answered late or never: code="error" */
+        shadow_finish(sh);
     } else {
         shadow_drop(sh, reason_timeout);
     }
@@ -190,9 +231,12 @@ static void emit_field(void *ctx, struct sg_str name, struct sg_str value)
     evbuffer_add(out, "\r\n", 2);
 }
 
-/* "api.example.com:8080" + "-shadow" -> "api.example.com-shadow:8080". */
+/* "api.example.com:8080" + "-shadow" -> "api.example.com-shadow:8080".
+ * An IPv6 literal cannot take a suffix and stays as it is. */
 static size_t host_with_suffix(struct sg_str host, const char *suffix, char *out)
 {
+    if (host.len && host.p[0] == '[')
+        suffix = "";
     size_t port_at = host.len;
     for (size_t i = host.len; i > 0; i--) {
         if (host.p[i - 1] == ']')
@@ -203,11 +247,14 @@ static size_t host_with_suffix(struct sg_str host, const char *suffix, char *out
         }
     }
     size_t sl = strlen(suffix), n = 0;
-    memcpy(out, host.p, port_at);
+    if (port_at)
+        memcpy(out, host.p, port_at);
     n += port_at;
-    memcpy(out + n, suffix, sl);
+    if (sl)
+        memcpy(out + n, suffix, sl);
     n += sl;
-    memcpy(out + n, host.p + port_at, host.len - port_at);
+    if (host.len > port_at)
+        memcpy(out + n, host.p + port_at, host.len - port_at);
     return n + host.len - port_at;
 }
 
@@ -224,7 +271,15 @@ static bool copy_request(struct sg_shadow *sh, const struct sg_shadow_request *r
 {
     const struct sg_forward_request_opts *f = r->forward;
     const char *suffix = sh->m->host_suffix ? sh->m->host_suffix : "";
-    size_t need = r->method.len + r->target.len + r->host.len + strlen(suffix) + r->protocol.len +
+    /* HTTP/1.0 without Host: like the primary, name the endpoint. */
+    char endpoint[300];
+    struct sg_str host = r->host;
+    if (host.len == 0) {
+        const struct sg_hostport *ep = &sh->m->upstream->endpoints[0];
+        int n = snprintf(endpoint, sizeof endpoint, strchr(ep->host, ':') ? "[%s]:%u" : "%s:%u", ep->host, ep->port);
+        host = (struct sg_str){ endpoint, n > 0 ? (size_t)n : 0 };
+    }
+    size_t need = r->method.len + r->target.len + host.len + strlen(suffix) + r->protocol.len +
                   f->request_id.len + f->client_addr.len + 1;
     sh->strings = malloc(need);
     sh->fields = evbuffer_new();
@@ -233,7 +288,7 @@ static bool copy_request(struct sg_shadow *sh, const struct sg_shadow_request *r
     char *c = sh->strings;
     sh->method = keep(&c, r->method);
     sh->target = keep(&c, r->target);
-    sh->host = (struct sg_str){ c, host_with_suffix(r->host, suffix, c) };
+    sh->host = (struct sg_str){ c, host_with_suffix(host, suffix, c) };
     c += sh->host.len;
     sh->protocol = keep(&c, r->protocol);
     sh->request_id = keep(&c, f->request_id);
@@ -244,11 +299,15 @@ static bool copy_request(struct sg_shadow *sh, const struct sg_shadow_request *r
 
 static void attach(struct sg_shadow *sh, struct sg_uconn *uc)
 {
-    struct sg_h1c_request r = { sh->method, sh->target, sh->host, sh->content_length, false, false };
+    bool head = sg_str_eq(sh->method, SG_STR_LIT("HEAD"));
+    struct sg_h1c_request r = { sh->method, sh->target, sh->host, sh->content_length, head, false };
     sh->attached = true;
     sg_h1c_begin(&sh->h1c, uc, &shadow_ops, sh, &r);
-    evbuffer_add_buffer(sg_h1c_output(&sh->h1c), sh->fields);
+    struct evbuffer *out = sg_h1c_output(&sh->h1c);
+    evbuffer_add_buffer(out, sh->fields);
     sg_h1c_head_done(&sh->h1c);
+    sh->unsent_head = evbuffer_get_length(out);
+    sh->drain_cb = evbuffer_add_cb(out, output_drained, sh);
     if (sh->pending) {
         struct evbuffer_iovec v[8];
         int n;
@@ -421,9 +480,7 @@ static void up_end(void *owner, const struct sg_headers *trailers)
 {
     struct sg_shadow *sh = owner;
     sh->sent = true;
-    /* Reused only when clean (complete, keep-alive, request fully written). */
-    sg_h1c_detach(&sh->h1c, false);
-    sh->attached = false;
+    detach(sh);
     shadow_finish(sh);
 }
 
