@@ -24,6 +24,7 @@
 #include "strangler/clock.h"
 #include "strangler/exchange.h"
 #include "strangler/h1.h"
+#include "strangler/h2_server.h"
 #include "strangler/log.h"
 #include "strangler/tls.h"
 #include "strangler/worker.h"
@@ -48,6 +49,7 @@ struct sg_h1s {
     int reject; /* status decided inside a parser callback */
     const char *reject_text;
     bool keep_alive, closing, closed, in_parse, read_paused, http10;
+    bool proto_known, handed_off; /* HTTP/1.1 vs h2c decided; socket given to h2_server.c */
     bool resp_chunked, resp_no_body;
     char prev; /* bare CR/LF check: last head byte, current line length */
     size_t line_len;
@@ -399,9 +401,41 @@ static void update_read(struct sg_h1s *s)
     }
 }
 
+/* RFC 9113 3.3: on a plaintext listener, a client with prior knowledge
+ * opens with the HTTP/2 preface. Only a new connection's first bytes are
+ * looked at; a prefix of the preface waits for more. Returns true when
+ * the connection stays HTTP/1.1. */
+/* The HTTP/2 session takes over the socket, the unread input and the
+ * connection's place in the counts; this side retires quietly. */
+static void hand_to_h2(struct sg_h1s *s)
+{
+    struct bufferevent *bev = s->bev;
+    s->bev = NULL;
+    s->handed_off = true;
+    sg_h2s_takeover(s->l, bev, s->client);
+    h1s_close(s);
+}
+
+static bool stays_h1(struct sg_h1s *s, struct evbuffer *in)
+{
+    size_t n = evbuffer_get_length(in), cmp = n < SG_H2_PREFACE_LEN ? n : SG_H2_PREFACE_LEN;
+    if (s->proto_known || s->l->tls)
+        return true;
+    if (n == 0)
+        return false;
+    if (memcmp(evbuffer_pullup(in, (ev_ssize_t)cmp), SG_H2_PREFACE, cmp) != 0) {
+        s->proto_known = true;
+        return true;
+    }
+    if (n < SG_H2_PREFACE_LEN)
+        return false;
+    hand_to_h2(s);
+    return false;
+}
+
 static void h1s_process(struct sg_h1s *s)
 {
-    if (s->closed || s->in_parse)
+    if (s->closed || s->in_parse || !stays_h1(s, bufferevent_get_input(s->bev)))
         return;
     s->in_parse = true;
     struct evbuffer *in = bufferevent_get_input(s->bev);
@@ -438,21 +472,18 @@ static void write_cb(struct bufferevent *bev, void *arg)
 
 static void event_cb(struct bufferevent *bev, short what, void *arg)
 {
-    if (what & BEV_EVENT_CONNECTED)
-        return; /* TLS handshake done; requests arrive through read_cb */
-    h1s_close(arg);
+    struct sg_h1s *s = arg;
+    if (what & BEV_EVENT_CONNECTED) {
+        /* TLS handshake done: ALPN decides the protocol (RFC 7301). */
+        s->proto_known = true;
+        if (sg_tls_alpn_is_h2(bufferevent_openssl_get_ssl(bev)))
+            hand_to_h2(s);
+        return;
+    }
+    h1s_close(s);
 }
 
 /* ---- output: the downstream ops ------------------------------------------ */
-
-static void emit_field(void *ctx, struct sg_str name, struct sg_str value)
-{
-    struct evbuffer *o = ctx;
-    evbuffer_add(o, name.p, name.len);
-    evbuffer_add(o, ": ", 2);
-    evbuffer_add(o, value.p, value.len);
-    evbuffer_add(o, "\r\n", 2);
-}
 
 static void status_line(struct sg_h1s *s, int status)
 {
@@ -470,7 +501,7 @@ static void ds_interim(void *ds, int status, const struct sg_headers *h)
     if (s->http10)
         return;
     status_line(s, status);
-    sg_headers_forward_response(h, NULL, false, emit_field, out(s));
+    sg_headers_forward_response(h, NULL, false, sg_h1_emit_field, out(s));
     evbuffer_add(out(s), "\r\n", 2);
 }
 
@@ -484,7 +515,7 @@ static void ds_head(void *ds, int status, const struct sg_headers *h, const stru
     if (s->w->draining)
         s->keep_alive = false;
     status_line(s, status);
-    sg_headers_forward_response(h, edits, upgrade, emit_field, o);
+    sg_headers_forward_response(h, edits, upgrade, sg_h1_emit_field, o);
     if (upgrade) {
         /* Upgrade + Connection were emitted by the forward rules. */
     } else if (s->resp_no_body) {
@@ -534,7 +565,7 @@ static void ds_end(void *ds, const struct sg_headers *trailers)
             if (sg_header_is_hop_by_hop(name) || sg_str_ieq_c(name, "content-length") ||
                 sg_str_ieq_c(name, "host"))
                 continue;
-            emit_field(out(s), name, trailers->v[i].value);
+            sg_h1_emit_field(out(s), name, trailers->v[i].value);
         }
     }
     evbuffer_add(out(s), "\r\n", 2);
@@ -682,8 +713,10 @@ static void h1s_close(struct sg_h1s *s)
         w->conns = s->next_conn;
     if (s->next_conn)
         s->next_conn->prev_conn = s->prev_conn;
-    sg_metrics_gauge_add(w->metrics, s->l->conn_gauge, -1);
-    sg_worker_conn_closed(w);
+    if (!s->handed_off) {
+        sg_metrics_gauge_add(w->metrics, s->l->conn_gauge, -1);
+        sg_worker_conn_closed(w);
+    }
     sg_worker_defer(w, h1s_free, s);
 }
 

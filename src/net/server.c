@@ -8,8 +8,8 @@
 #include "strangler/watch.h"
 #include "strangler/worker.h"
 
-/* h2 is offered by ALPN once the HTTP/2 server is in (see docs/http2.md). */
-#define SG_TLS_OFFER_H2 false
+/* ALPN offers h2 wherever the listener's alpn lists it (docs/http2.md). */
+#define SG_TLS_OFFER_H2 true
 
 bool sg_server_prepare(struct sg_config *cfg, char *errbuf, size_t errlen)
 {

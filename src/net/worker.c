@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "strangler/h1_server.h"
+#include "strangler/h2_server.h"
 #include "strangler/log.h"
 #include "strangler/mirror.h"
 #include "strangler/pool.h"
@@ -296,6 +297,7 @@ static void worker_drain(struct sg_worker *w)
             w->listeners[i].lev = NULL;
         }
     sg_h1s_drain_all(w);
+    sg_h2s_drain_all(w); /* GOAWAY, then the final GOAWAY after a PING round trip */
     sg_worker_maybe_exit(w);
 }
 
@@ -394,6 +396,7 @@ static void *worker_main(void *arg)
     struct sg_worker *w = arg;
     event_base_dispatch(w->base);
     sg_h1s_close_all(w);
+    sg_h2s_close_all(w);
     sg_shadows_abort_all(w);
     defer_cb(-1, 0, w);
     log_flush(w);
@@ -418,6 +421,7 @@ static void stop_cb(evutil_socket_t fd, short what, void *arg)
     struct sg_worker *w = arg;
     worker_drain(w);
     sg_h1s_close_all(w);
+    sg_h2s_close_all(w);
     event_base_loopexit(w->base, NULL);
 }
 

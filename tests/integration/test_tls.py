@@ -89,6 +89,31 @@ def test_https_request_keepalive_and_forwarded_proto():
         eq([e["status"] for e in log[-3:]], [200, 200, 200], "access log statuses")
 
 
+def test_alpn_h2_over_tls():
+    p = make_pki()
+    up = Upstream("up")
+    with Proxy(tls_config(up, p)) as px:
+        host, port = px.addr("secure")
+        base = ["curl", "-s", "--cacert", p("ca.crt"), "--resolve", "localhost:%s:%s" % (port, host),
+                "-o", "/dev/null", "-w", "%{http_code} %{http_version}"]
+        r = subprocess.run(base + ["--http2", "https://localhost:%s/a" % port], stdout=subprocess.PIPE, timeout=20)
+        eq(r.stdout, b"200 2", "HTTP/2 chosen by ALPN")
+        r = subprocess.run(["curl", "-s", "--http2", "--cacert", p("ca.crt"), "--resolve",
+                            "localhost:%s:%s" % (port, host), "https://localhost:%s/b" % port],
+                           stdout=subprocess.PIPE, timeout=20)
+        xfp = [v for k, v in json.loads(r.stdout)["headers"] if k.lower() == "x-forwarded-proto"]
+        eq(xfp, ["https"], "x-forwarded-proto for HTTP/2 over TLS")
+        r = subprocess.run(base + ["--http1.1", "https://localhost:%s/c" % port], stdout=subprocess.PIPE, timeout=20)
+        eq(r.stdout, b"200 1.1", "a client offering only http/1.1 gets HTTP/1.1")
+        r = subprocess.run(["h2load", "-n", "400", "-c", "2", "-m", "10", "https://%s:%s/" % (host, port)],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60)
+        out = r.stdout.decode(errors="replace")
+        check("Application protocol: h2" in out, "h2load negotiated h2: %s" % out[-600:])
+        check("400 succeeded, 0 failed" in out, "h2load over TLS: %s" % out[-600:])
+        protos = {e["protocol"] for e in px.access_log(402)}
+        eq(protos, {"HTTP/2", "HTTP/1.1"}, "protocols in the access log")
+
+
 def test_tls_below_1_2_refused():
     p = make_pki()
     up = Upstream("up")
