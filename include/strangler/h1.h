@@ -43,4 +43,8 @@ bool sg_h1_head_append(struct sg_h1_head *h, enum sg_h1_part part, const char *p
 /* Builds s_* and headers; trims trailing OWS from values. */
 bool sg_h1_head_finish(struct sg_h1_head *h);
 
+/* An sg_header_emit_fn writing "name: value\r\n" to the evbuffer ctx: how
+ * every HTTP/1.1 head this proxy sends is serialised. */
+void sg_h1_emit_field(void *ctx, struct sg_str name, struct sg_str value);
+
 #endif

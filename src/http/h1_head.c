@@ -1,5 +1,6 @@
 #include "strangler/h1.h"
 
+#include <event2/buffer.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -123,4 +124,13 @@ bool sg_h1_head_finish(struct sg_h1_head *h)
             return false;
     }
     return true;
+}
+
+void sg_h1_emit_field(void *ctx, struct sg_str name, struct sg_str value)
+{
+    struct evbuffer *out = ctx;
+    evbuffer_add(out, name.p, name.len);
+    evbuffer_add(out, ": ", 2);
+    evbuffer_add(out, value.p, value.len);
+    evbuffer_add(out, "\r\n", 2);
 }

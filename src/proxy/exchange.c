@@ -21,6 +21,7 @@
 
 #include "strangler/access_log.h"
 #include "strangler/clock.h"
+#include "strangler/h1.h"
 #include "strangler/h1_client.h"
 #include "strangler/log.h"
 #include "strangler/mirror.h"
@@ -275,15 +276,6 @@ void sg_exchange_start(struct sg_exchange *ex)
 
 /* ---- attempts ---------------------------------------------------------- */
 
-static void emit_h1(void *ctx, struct sg_str name, struct sg_str value)
-{
-    struct evbuffer *out = ctx;
-    evbuffer_add(out, name.p, name.len);
-    evbuffer_add(out, ": ", 2);
-    evbuffer_add(out, value.p, value.len);
-    evbuffer_add(out, "\r\n", 2);
-}
-
 static void send_buffer(struct sg_exchange *ex, struct evbuffer *buf, bool drain)
 {
     struct evbuffer_ptr pos;
@@ -318,7 +310,7 @@ static void ex_attach(struct sg_exchange *ex, struct sg_uconn *uc)
         .upgrade = ex->req.upgrade,
         .edits = &ex->route->request_headers,
     };
-    sg_headers_forward_request(ex->req.headers, &o, emit_h1, sg_h1c_output(&ex->h1c));
+    sg_headers_forward_request(ex->req.headers, &o, sg_h1_emit_field, sg_h1c_output(&ex->h1c));
     sg_h1c_head_done(&ex->h1c);
     bool replaying = ex->body_sent > 0;
     ex->body_sent = 0;

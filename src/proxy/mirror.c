@@ -19,6 +19,7 @@
 
 #include "strangler/access_log.h"
 #include "strangler/clock.h"
+#include "strangler/h1.h"
 #include "strangler/h1_client.h"
 #include "strangler/pool.h"
 #include "strangler/worker.h"
@@ -222,15 +223,6 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
 
 /* ---- the request ---------------------------------------------------------- */
 
-static void emit_field(void *ctx, struct sg_str name, struct sg_str value)
-{
-    struct evbuffer *out = ctx;
-    evbuffer_add(out, name.p, name.len);
-    evbuffer_add(out, ": ", 2);
-    evbuffer_add(out, value.p, value.len);
-    evbuffer_add(out, "\r\n", 2);
-}
-
 /* "api.example.com:8080" + "-shadow" -> "api.example.com-shadow:8080".
  * An IPv6 literal cannot take a suffix and stays as it is. */
 static size_t host_with_suffix(struct sg_str host, const char *suffix, char *out)
@@ -293,7 +285,7 @@ static bool copy_request(struct sg_shadow *sh, const struct sg_shadow_request *r
     sh->protocol = keep(&c, r->protocol);
     sh->request_id = keep(&c, f->request_id);
     sh->client = keep(&c, f->client_addr);
-    sg_headers_forward_request(r->headers, f, emit_field, sh->fields);
+    sg_headers_forward_request(r->headers, f, sg_h1_emit_field, sh->fields);
     return true;
 }
 
