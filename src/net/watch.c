@@ -36,7 +36,9 @@ struct sg_watch {
     int ifd;
     struct event *ev, *debounce, *poll;
     char *dir; /* directory of the path as given */
+    char *base; /* file name of the path as given */
     char *target_dir; /* directory of the file it resolves to */
+    char *target_base; /* its file name */
     int wd_dir, wd_target;
     struct stat last;
 };
@@ -59,6 +61,12 @@ bool sg_file_hash(const char *path, uint64_t *out)
         return false;
     *out = h;
     return true;
+}
+
+static char *base_of(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    return strdup(slash ? slash + 1 : path);
 }
 
 static char *dir_of(const char *path)
@@ -88,6 +96,8 @@ static void watch_target(struct sg_watch *w)
     char *dir = dir_of(resolved);
     if (!dir)
         return;
+    free(w->target_base);
+    w->target_base = base_of(resolved);
     if (w->target_dir && strcmp(dir, w->target_dir) == 0) {
         free(dir);
         return;
@@ -130,13 +140,34 @@ static void arm(struct sg_watch *w, uint64_t ms)
     evtimer_add(w->debounce, &tv); /* re-adding restarts it: the burst's last event counts */
 }
 
+/* Only names that can change what the path reads: the file itself, the
+ * ConfigMap's ..data link (and ..data_tmp, renamed over it), and the file
+ * the path resolves to. A log file written next to the config must not
+ * keep restarting the debounce. */
+static bool relevant(const struct sg_watch *w, const struct inotify_event *ev)
+{
+    if (ev->mask & IN_Q_OVERFLOW)
+        return true;
+    if (!ev->len)
+        return false;
+    if (ev->wd == w->wd_dir &&
+        (strcmp(ev->name, w->base) == 0 || strncmp(ev->name, "..data", 6) == 0))
+        return true;
+    return ev->wd == w->wd_target && w->target_base && strcmp(ev->name, w->target_base) == 0;
+}
+
 static void inotify_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct sg_watch *w = arg;
     char buf[8192] __attribute__((aligned(__alignof__(struct inotify_event))));
     bool any = false;
-    while (read(fd, buf, sizeof buf) > 0)
-        any = true;
+    ssize_t n;
+    while ((n = read(fd, buf, sizeof buf)) > 0)
+        for (char *p = buf; p < buf + n;) {
+            const struct inotify_event *ev = (const struct inotify_event *)p;
+            any = any || relevant(w, ev);
+            p += sizeof *ev + ev->len;
+        }
     if (any)
         arm(w, DEBOUNCE_MS);
 }
@@ -162,6 +193,7 @@ struct sg_watch *sg_watch_start(struct event_base *base, struct sg_server *srv)
     sg_file_hash(srv->cfg->path, &srv->config_hash);
     stat(srv->cfg->path, &w->last);
     w->dir = dir_of(srv->cfg->path);
+    w->base = base_of(srv->cfg->path);
     w->ifd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
     if (w->ifd >= 0 && w->dir)
         w->wd_dir = inotify_add_watch(w->ifd, w->dir, WATCH_MASK);
@@ -193,6 +225,8 @@ void sg_watch_free(struct sg_watch *w)
     if (w->ifd >= 0)
         close(w->ifd);
     free(w->dir);
+    free(w->base);
     free(w->target_dir);
+    free(w->target_base);
     free(w);
 }
