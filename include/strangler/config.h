@@ -24,6 +24,12 @@ struct sg_hostport {
     uint16_t port;
 };
 
+/* Where a node stood in the file (1-based), for errors found after
+ * loading (a reload that cannot be applied, a TLS file that fails). */
+struct sg_mark {
+    unsigned line, col;
+};
+
 struct sg_tls_server {
     char *certificate;
     char *private_key;
@@ -36,6 +42,8 @@ struct sg_listener {
     char *name;
     struct sg_hostport addr;
     struct sg_tls_server *tls; /* NULL: plaintext (HTTP/1.1 + h2c) */
+    struct sg_mark mark; /* the listener's entry */
+    struct sg_mark tls_mark; /* its tls block */
 };
 
 struct sg_upstream_tls {
@@ -192,6 +200,7 @@ struct sg_config {
     bool workers_auto;
     struct sg_listener *listeners;
     size_t n_listeners;
+    struct sg_mark listeners_mark; /* the top-level listeners key's value */
     struct sg_hostport admin; /* default 127.0.0.1:9901 */
     struct sg_upstream *upstreams;
     size_t n_upstreams;

@@ -26,7 +26,8 @@ struct sg_tls_set {
     SSL_CTX *ctx[];
 };
 
-/* Builds and attaches the set; false with errbuf set (naming the listener). */
+/* Builds and attaches the set; false with errbuf set as
+ * "FILE:LINE:COLUMN: listener NAME: problem" (the listener's tls block). */
 bool sg_tls_attach(struct sg_config *cfg, bool h2_ok, char *errbuf, size_t errlen);
 /* The listener's context in this snapshot, or NULL. */
 SSL_CTX *sg_tls_ctx(const struct sg_config *cfg, size_t listener);

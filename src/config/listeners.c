@@ -96,6 +96,7 @@ static void compile_listener(struct cfg_ctx *c, const struct cfg_node *list, siz
 {
     const struct cfg_node *item = list->kids[i];
     struct sg_listener *l = &c->cfg->listeners[i];
+    l->mark = (struct sg_mark){ item->line, item->col };
     if (!cfg_want(c, item, CFG_MAP, "listener"))
         return;
     cfg_check_keys(c, item, "in listener", listener_keys);
@@ -111,8 +112,10 @@ static void compile_listener(struct cfg_ctx *c, const struct cfg_node *list, siz
         }
     }
     const struct cfg_node *tls = cfg_opt(item, "tls");
-    if (tls)
+    if (tls) {
+        l->tls_mark = (struct sg_mark){ tls->line, tls->col };
         compile_listener_tls(c, tls, l);
+    }
 }
 
 void cfg_compile_listeners(struct cfg_ctx *c, const struct cfg_node *root)
@@ -120,6 +123,7 @@ void cfg_compile_listeners(struct cfg_ctx *c, const struct cfg_node *root)
     const struct cfg_node *list = cfg_req(c, root, "listeners", "at top level");
     if (!list || !cfg_want(c, list, CFG_SEQ, "listeners"))
         return;
+    c->cfg->listeners_mark = (struct sg_mark){ list->line, list->col };
     if (list->n_kids == 0) {
         cfg_error(c, list, "listeners: at least one listener is required");
         return;

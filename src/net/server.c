@@ -16,12 +16,11 @@ bool sg_server_prepare(struct sg_config *cfg, char *errbuf, size_t errlen)
     return sg_tls_attach(cfg, SG_TLS_OFFER_H2, errbuf, errlen);
 }
 
-/* "PATH: what" appended to errs (no line/column: these concern the whole
- * file or the files it names). */
-static void add_error(struct sg_config_errors *errs, const char *path, const char *what)
+/* Appends an already formatted "FILE:LINE:COLUMN: message". */
+static void add_error(struct sg_config_errors *errs, const char *msg_text)
 {
-    char *msg = NULL;
-    if (asprintf(&msg, "%s: %s", path, what) < 0)
+    char *msg = strdup(msg_text);
+    if (!msg)
         return;
     char **v = realloc(errs->msgs, (errs->n + 1) * sizeof *v);
     if (!v) {
@@ -44,8 +43,12 @@ static bool listeners_unchanged(const struct sg_config *old, const struct sg_con
         same = strcmp(a->name, b->name) == 0 && strcmp(a->addr.host, b->addr.host) == 0 &&
                a->addr.port == b->addr.port && (a->tls == NULL) == (b->tls == NULL);
     }
-    if (!same)
-        add_error(errs, cfg->path, "listeners differ from the running ones; a restart is needed to change listeners");
+    if (!same) {
+        char msg[600];
+        snprintf(msg, sizeof msg, "%s:%u:%u: listeners differ from the running ones; a restart is needed to change "
+                 "listeners", cfg->path, cfg->listeners_mark.line, cfg->listeners_mark.col);
+        add_error(errs, msg);
+    }
     return same;
 }
 
@@ -67,7 +70,7 @@ bool sg_server_reload(struct sg_server *srv, struct sg_config_errors *errs)
     char err[600];
     bool ok = cfg && listeners_unchanged(srv->cfg, cfg, errs);
     if (ok && !sg_server_prepare(cfg, err, sizeof err)) {
-        add_error(errs, cfg->path, err);
+        add_error(errs, err);
         ok = false;
     }
     if (!ok) {

@@ -150,7 +150,9 @@ bool sg_tls_attach(struct sg_config *cfg, bool h2_ok, char *errbuf, size_t errle
             continue;
         char err[512];
         if (!(t->ctx[i] = sg_tls_server_ctx(cfg->listeners[i].tls, h2_ok, err, sizeof err))) {
-            snprintf(errbuf, errlen, "listener %s: %s", cfg->listeners[i].name, err);
+            const struct sg_listener *l = &cfg->listeners[i];
+            snprintf(errbuf, errlen, "%s:%u:%u: listener %s: %s", cfg->path, l->tls_mark.line, l->tls_mark.col,
+                     l->name, err);
             tls_set_free(t);
             return false;
         }

@@ -121,6 +121,11 @@ static void check_full_listeners(const struct sg_config *cfg)
     assert_string_equal(cfg->listeners[0].addr.host, "0.0.0.0");
     assert_int_equal(cfg->listeners[0].addr.port, 8080);
     assert_null(cfg->listeners[0].tls);
+    /* Positions kept for errors found after loading (reload, TLS files). */
+    assert_int_equal(cfg->listeners_mark.line, 4);
+    assert_int_equal(cfg->listeners_mark.col, 3);
+    assert_int_equal(cfg->listeners[1].mark.line, 6);
+    assert_int_equal(cfg->listeners[1].tls_mark.line, 9);
     const struct sg_listener *s = &cfg->listeners[1];
     assert_string_equal(s->addr.host, "::");
     assert_int_equal(s->addr.port, 8443);
