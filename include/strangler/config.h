@@ -81,6 +81,7 @@ struct sg_upstream {
     enum sg_balance balance;
     struct sg_health_check *health_check; /* NULL: none */
     struct sg_outlier_detection *outlier_detection; /* NULL: none */
+    struct sg_mark mark; /* the upstream's entry, for errors found after loading */
 };
 
 enum sg_header_match_kind { SG_HM_EXACT = 0, SG_HM_PREFIX, SG_HM_REGEX, SG_HM_PRESENT };

@@ -35,6 +35,7 @@ extern const char sg_err_overloaded[]; /* "upstream max_connections reached" */
 extern const char sg_err_reset[]; /* "upstream reset the connection" */
 extern const char sg_err_invalid_response[]; /* "upstream sent an invalid response" */
 extern const char sg_err_timeout[]; /* "upstream timed out" */
+extern const char sg_err_tls[]; /* "upstream TLS handshake failed" */
 
 typedef void (*sg_acquire_cb)(void *arg, struct sg_uconn *c, const char *err);
 
@@ -81,6 +82,9 @@ struct sg_pool {
     uint64_t resolved_at_ms;
     uint64_t dns_refresh_ms, connect_timeout_ms, idle_timeout_ms;
     uint32_t max_connections; /* of its upstream, across workers */
+    struct ssl_ctx_st *ssl_ctx; /* upstream tls: a reference, NULL for plaintext */
+    char *tls_name; /* SNI and the name the certificate must match */
+    bool tls_verify;
     struct sg_upstream_shared *shared;
     struct sg_uconn_list idle, resolving_list;
     unsigned n_idle, n_active; /* n_active: connecting + in use */

@@ -22,7 +22,9 @@ SSL_CTX *sg_tls_server_ctx(const struct sg_tls_server *cfg, bool h2_ok, char *er
  * the snapshot (cfg->runtime). Connections hold their own reference
  * (SSL_new), so a context outlives the snapshot while they need it. */
 struct sg_tls_set {
-    size_t n;
+    size_t n; /* listeners */
+    SSL_CTX **upstream; /* per upstream (cfg->upstreams order), NULL: plaintext */
+    size_t n_upstreams;
     SSL_CTX *ctx[];
 };
 
@@ -31,6 +33,17 @@ struct sg_tls_set {
 bool sg_tls_attach(struct sg_config *cfg, bool h2_ok, char *errbuf, size_t errlen);
 /* The listener's context in this snapshot, or NULL. */
 SSL_CTX *sg_tls_ctx(const struct sg_config *cfg, size_t listener);
+/* The client context of an upstream with `tls`, or NULL. */
+SSL_CTX *sg_tls_upstream_ctx(const struct sg_config *cfg, size_t upstream);
+
+/* A client context for an upstream: TLS 1.2+, the peer verified against
+ * `ca` (or the system store) unless verify is false, optional client
+ * certificate, ALPN http/1.1. */
+SSL_CTX *sg_tls_client_ctx(const struct sg_upstream_tls *t, char *errbuf, size_t errlen);
+
+/* Prepares a client connection: SNI (unless the name is an IP literal)
+ * and the name or address the certificate must match. */
+SSL *sg_tls_client_ssl(SSL_CTX *ctx, const char *name, bool verify);
 
 /* True when the handshake chose "h2". */
 bool sg_tls_alpn_is_h2(SSL *ssl);

@@ -110,6 +110,7 @@ static void compile_upstream(struct cfg_ctx *c, const struct cfg_node *n, struct
 {
     char where[192];
     snprintf(where, sizeof where, "in upstream \"%s\"", u->name);
+    u->mark = (struct sg_mark){ n->line, n->col };
     if (!cfg_want(c, n, CFG_MAP, u->name))
         return;
     cfg_check_keys(c, n, where, upstream_keys);

@@ -1,6 +1,8 @@
 #include "strangler/tls.h"
 
+#include <arpa/inet.h>
 #include <openssl/err.h>
+#include <openssl/x509v3.h>
 #include <openssl/ssl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -134,7 +136,86 @@ static void tls_set_free(void *arg)
         return;
     for (size_t i = 0; i < t->n; i++)
         SSL_CTX_free(t->ctx[i]);
+    for (size_t i = 0; i < t->n_upstreams; i++)
+        SSL_CTX_free(t->upstream[i]);
+    free(t->upstream);
     free(t);
+}
+
+SSL_CTX *sg_tls_client_ctx(const struct sg_upstream_tls *t, char *errbuf, size_t errlen)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    if (!ctx) {
+        openssl_error(errbuf, errlen, "cannot create TLS context", NULL);
+        return NULL;
+    }
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
+    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+    if (t->verify) {
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+        int ok = t->ca ? SSL_CTX_load_verify_locations(ctx, t->ca, NULL) : SSL_CTX_set_default_verify_paths(ctx);
+        if (ok != 1) {
+            openssl_error(errbuf, errlen, "cannot load ca", t->ca ? t->ca : "(system store)");
+            goto fail;
+        }
+    }
+    if (t->certificate && (SSL_CTX_use_certificate_chain_file(ctx, t->certificate) != 1 ||
+                           SSL_CTX_use_PrivateKey_file(ctx, t->private_key, SSL_FILETYPE_PEM) != 1 ||
+                           SSL_CTX_check_private_key(ctx) != 1)) {
+        openssl_error(errbuf, errlen, "cannot load client certificate/key", t->certificate);
+        goto fail;
+    }
+    static const unsigned char http11[] = "\x08http/1.1";
+    SSL_CTX_set_alpn_protos(ctx, http11, sizeof http11 - 1);
+    return ctx;
+fail:
+    SSL_CTX_free(ctx);
+    return NULL;
+}
+
+SSL *sg_tls_client_ssl(SSL_CTX *ctx, const char *name, bool verify)
+{
+    SSL *ssl = SSL_new(ctx);
+    if (!ssl)
+        return NULL;
+    unsigned char ip[16];
+    bool literal = inet_pton(AF_INET, name, ip) == 1 || inet_pton(AF_INET6, name, ip) == 1;
+    /* RFC 6066 3: SNI carries host names only, never addresses. */
+    if (!literal)
+        SSL_set_tlsext_host_name(ssl, name);
+    if (verify) {
+        X509_VERIFY_PARAM *param = SSL_get0_param(ssl);
+        int ok = literal ? X509_VERIFY_PARAM_set1_ip_asc(param, name) : SSL_set1_host(ssl, name);
+        if (ok != 1) {
+            SSL_free(ssl);
+            return NULL;
+        }
+    }
+    SSL_set_connect_state(ssl);
+    return ssl;
+}
+
+/* Upstream client contexts, for upstreams with a tls block (HTTP/1.1). */
+static bool attach_upstreams(struct sg_tls_set *t, const struct sg_config *cfg, char *errbuf, size_t errlen)
+{
+    t->upstream = calloc(cfg->n_upstreams ? cfg->n_upstreams : 1, sizeof *t->upstream);
+    if (!t->upstream) {
+        snprintf(errbuf, errlen, "out of memory");
+        return false;
+    }
+    t->n_upstreams = cfg->n_upstreams;
+    for (size_t i = 0; i < cfg->n_upstreams; i++) {
+        const struct sg_upstream *u = &cfg->upstreams[i];
+        if (!u->tls)
+            continue;
+        char err[512];
+        if (!(t->upstream[i] = sg_tls_client_ctx(u->tls, err, sizeof err))) {
+            snprintf(errbuf, errlen, "%s:%u:%u: upstream %s: %s", cfg->path, u->mark.line, u->mark.col, u->name, err);
+            return false;
+        }
+    }
+    return true;
 }
 
 bool sg_tls_attach(struct sg_config *cfg, bool h2_ok, char *errbuf, size_t errlen)
@@ -157,9 +238,19 @@ bool sg_tls_attach(struct sg_config *cfg, bool h2_ok, char *errbuf, size_t errle
             return false;
         }
     }
+    if (!attach_upstreams(t, cfg, errbuf, errlen)) {
+        tls_set_free(t);
+        return false;
+    }
     cfg->runtime = t;
     cfg->runtime_free = tls_set_free;
     return true;
+}
+
+SSL_CTX *sg_tls_upstream_ctx(const struct sg_config *cfg, size_t upstream)
+{
+    const struct sg_tls_set *t = cfg->runtime;
+    return t && upstream < t->n_upstreams ? t->upstream[upstream] : NULL;
 }
 
 SSL_CTX *sg_tls_ctx(const struct sg_config *cfg, size_t listener)

@@ -366,7 +366,7 @@ static void ex_attempt(struct sg_exchange *ex)
 
 static uint32_t retry_kind(const char *err)
 {
-    if (err == sg_err_connect || err == sg_err_connect_timeout || err == sg_err_resolve)
+    if (err == sg_err_connect || err == sg_err_connect_timeout || err == sg_err_resolve || err == sg_err_tls)
         return SG_RETRY_CONNECT_FAILURE;
     if (err == sg_err_reset || err == sg_err_invalid_response)
         return SG_RETRY_RESET;

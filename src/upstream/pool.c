@@ -4,11 +4,14 @@
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/dns.h>
 #include <event2/event.h>
 #include <event2/event_struct.h>
 #include <event2/util.h>
 #include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +19,7 @@
 
 #include "strangler/clock.h"
 #include "strangler/log.h"
+#include "strangler/tls.h"
 #include "strangler/worker.h"
 
 const char sg_err_connect[] = "upstream connect failed";
@@ -25,6 +29,7 @@ const char sg_err_overloaded[] = "upstream max_connections reached";
 const char sg_err_reset[] = "upstream reset the connection";
 const char sg_err_invalid_response[] = "upstream sent an invalid response";
 const char sg_err_timeout[] = "upstream timed out";
+const char sg_err_tls[] = "upstream TLS handshake failed";
 
 /* ---- process-wide per-upstream counters ------------------------------ */
 
@@ -101,9 +106,18 @@ static struct sg_pool *pool_new(struct sg_worker *w, const struct sg_upstream *u
     return p;
 }
 
-/* Settings that may change on reload without replacing the pool. */
-static void pool_configure(struct sg_pool *p, const struct sg_upstream *u)
+/* Settings that may change on reload without replacing the pool. The TLS
+ * context is the snapshot's (certificate files re-read on reload); pooled
+ * connections keep the one they were made with. */
+static void pool_configure(struct sg_pool *p, const struct sg_upstream *u, SSL_CTX *ssl_ctx)
 {
+    if (ssl_ctx)
+        SSL_CTX_up_ref(ssl_ctx);
+    SSL_CTX_free(p->ssl_ctx);
+    p->ssl_ctx = ssl_ctx;
+    p->tls_verify = u->tls && u->tls->verify;
+    free(p->tls_name);
+    p->tls_name = strdup(u->tls && u->tls->sni ? u->tls->sni : p->host);
     p->dns_refresh_ms = u->dns_refresh_ms;
     p->connect_timeout_ms = u->connect_timeout_ms;
     p->idle_timeout_ms = u->idle_timeout_ms;
@@ -120,21 +134,24 @@ static struct sg_pool *pool_find(struct sg_worker *w, const char *key)
 
 /* The pools of one upstream, for primary traffic or for shadows. Shadows
  * never share a pool (or its max_connections count) with the primary. */
-static int attach_pools(struct sg_worker *w, const struct sg_upstream *u, bool mirror, struct sg_pool ***out)
+static int attach_pools(struct sg_worker *w, const struct sg_upstream *u, SSL_CTX *ssl_ctx, bool mirror,
+                        struct sg_pool ***out)
 {
     struct sg_pool **pools = calloc(u->n_endpoints, sizeof *pools);
     if (!pools)
         return -1;
     for (size_t e = 0; e < u->n_endpoints; e++) {
         char key[600];
-        snprintf(key, sizeof key, "%s%s|%s|%u", mirror ? "mirror|" : "", u->name, u->endpoints[e].host,
-                 u->endpoints[e].port);
+        /* TLS or not is part of the key: a reload that adds or removes a
+         * tls block must not hand out the other kind of connection. */
+        snprintf(key, sizeof key, "%s%s|%s|%u%s", mirror ? "mirror|" : "", u->name, u->endpoints[e].host,
+                 u->endpoints[e].port, ssl_ctx ? "|tls" : "");
         struct sg_pool *p = pool_find(w, key);
         if (!p && !(p = pool_new(w, u, &u->endpoints[e], key, mirror))) {
             free(pools);
             return -1;
         }
-        pool_configure(p, u);
+        pool_configure(p, u, ssl_ctx);
         pools[e] = p;
     }
     *out = pools;
@@ -151,7 +168,8 @@ int sg_pools_attach(struct sg_worker *w, const struct sg_config *cfg, struct sg_
         ups[i].cfg = u;
         ups[i].n_pools = u->n_endpoints;
         ups[i].rr = (unsigned)(w->id * 7u);
-        if (attach_pools(w, u, false, &ups[i].pools) < 0 || attach_pools(w, u, true, &ups[i].mirror_pools) < 0) {
+        SSL_CTX *ctx = sg_tls_upstream_ctx(cfg, i);
+        if (attach_pools(w, u, ctx, false, &ups[i].pools) < 0 || attach_pools(w, u, ctx, true, &ups[i].mirror_pools) < 0) {
             sg_pools_detach(ups, cfg->n_upstreams);
             return -1;
         }
@@ -188,6 +206,8 @@ void sg_pools_free_all(struct sg_worker *w)
         free(p->key);
         free(p->upstream_name);
         free(p->host);
+        free(p->tls_name);
+        SSL_CTX_free(p->ssl_ctx);
         free(p);
         p = next;
     }
@@ -347,7 +367,13 @@ static void connect_event_cb(struct bufferevent *bev, short what, void *arg)
 {
     struct sg_uconn *c = arg;
     if (!(what & BEV_EVENT_CONNECTED)) {
-        uconn_fail_waiter(c, sg_err_connect);
+        unsigned long e = c->pool->ssl_ctx ? bufferevent_get_openssl_error(bev) : 0;
+        if (e) { /* certificate or handshake trouble: say which */
+            char reason[256];
+            ERR_error_string_n(e, reason, sizeof reason);
+            pool_warn(c->pool, "TLS handshake failed", reason);
+        }
+        uconn_fail_waiter(c, e ? sg_err_tls : sg_err_connect);
         return;
     }
     int one = 1;
@@ -365,11 +391,30 @@ static void connect_event_cb(struct bufferevent *bev, short what, void *arg)
     a->cb(a->arg, c, NULL);
 }
 
+/* Plaintext, or TLS with SNI and peer verification: the handshake runs
+ * inside the bufferevent, and CONNECTED means it completed. */
+static struct bufferevent *new_bev(struct sg_pool *p)
+{
+    int opts = BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS;
+    if (!p->ssl_ctx)
+        return bufferevent_socket_new(p->worker->base, -1, opts);
+    SSL *ssl = sg_tls_client_ssl(p->ssl_ctx, p->tls_name, p->tls_verify);
+    if (!ssl)
+        return NULL;
+    struct bufferevent *bev = bufferevent_openssl_socket_new(p->worker->base, -1, ssl, BUFFEREVENT_SSL_CONNECTING, opts);
+    if (!bev) {
+        SSL_free(ssl);
+        return NULL;
+    }
+    bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+    return bev;
+}
+
 static void uconn_connect(struct sg_uconn *c)
 {
     struct sg_pool *p = c->pool;
     c->state = SG_UC_CONNECTING;
-    c->bev = bufferevent_socket_new(p->worker->base, -1, BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+    c->bev = new_bev(p);
     if (!c->bev) {
         uconn_fail_waiter(c, sg_err_connect);
         return;
