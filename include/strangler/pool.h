@@ -26,6 +26,7 @@ struct event;
 struct sg_worker;
 struct sg_pool;
 struct sg_uconn;
+struct sg_h2c_sess;
 
 /* Named error sentinels, compared by pointer, printed as they are. */
 extern const char sg_err_connect[]; /* "upstream connect failed" */
@@ -44,6 +45,7 @@ struct sg_acquire {
     sg_acquire_cb cb;
     void *arg;
     struct sg_uconn *conn; /* the connection being made for it, while pending */
+    struct sg_h2c_sess *session; /* HTTP/2: the session it waits on / was given */
 };
 
 enum sg_uconn_state { SG_UC_RESOLVING, SG_UC_CONNECTING, SG_UC_ACTIVE, SG_UC_IDLE };
@@ -87,6 +89,8 @@ struct sg_pool {
     bool tls_verify;
     struct sg_upstream_shared *shared;
     struct sg_uconn_list idle, resolving_list;
+    TAILQ_HEAD(, sg_h2c_sess) h2_sessions; /* protocol h2c/h2: multiplexed connections */
+    bool h2; /* the upstream speaks HTTP/2 */
     unsigned n_idle, n_active; /* n_active: connecting + in use */
     unsigned in_flight; /* exchanges using it (least_request) */
     sg_series_t g_active, g_idle, c_connect_fail;

@@ -38,8 +38,8 @@ SSL_CTX *sg_tls_upstream_ctx(const struct sg_config *cfg, size_t upstream);
 
 /* A client context for an upstream: TLS 1.2+, the peer verified against
  * `ca` (or the system store) unless verify is false, optional client
- * certificate, ALPN http/1.1. */
-SSL_CTX *sg_tls_client_ctx(const struct sg_upstream_tls *t, char *errbuf, size_t errlen);
+ * certificate, ALPN h2 (protocol h2) or http/1.1. */
+SSL_CTX *sg_tls_client_ctx(const struct sg_upstream_tls *t, bool h2, char *errbuf, size_t errlen);
 
 /* Prepares a client connection: SNI (unless the name is an IP literal)
  * and the name or address the certificate must match. */

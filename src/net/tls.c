@@ -142,7 +142,7 @@ static void tls_set_free(void *arg)
     free(t);
 }
 
-SSL_CTX *sg_tls_client_ctx(const struct sg_upstream_tls *t, char *errbuf, size_t errlen)
+SSL_CTX *sg_tls_client_ctx(const struct sg_upstream_tls *t, bool h2, char *errbuf, size_t errlen)
 {
     SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
     if (!ctx) {
@@ -166,8 +166,11 @@ SSL_CTX *sg_tls_client_ctx(const struct sg_upstream_tls *t, char *errbuf, size_t
         openssl_error(errbuf, errlen, "cannot load client certificate/key", t->certificate);
         goto fail;
     }
-    static const unsigned char http11[] = "\x08http/1.1";
-    SSL_CTX_set_alpn_protos(ctx, http11, sizeof http11 - 1);
+    static const unsigned char http11[] = "\x08http/1.1", h2_only[] = "\x02h2";
+    if (h2)
+        SSL_CTX_set_alpn_protos(ctx, h2_only, sizeof h2_only - 1);
+    else
+        SSL_CTX_set_alpn_protos(ctx, http11, sizeof http11 - 1);
     return ctx;
 fail:
     SSL_CTX_free(ctx);
@@ -196,7 +199,7 @@ SSL *sg_tls_client_ssl(SSL_CTX *ctx, const char *name, bool verify)
     return ssl;
 }
 
-/* Upstream client contexts, for upstreams with a tls block (HTTP/1.1). */
+/* Upstream client contexts, for upstreams with TLS (http1 with a tls block, h2). */
 static bool attach_upstreams(struct sg_tls_set *t, const struct sg_config *cfg, char *errbuf, size_t errlen)
 {
     t->upstream = calloc(cfg->n_upstreams ? cfg->n_upstreams : 1, sizeof *t->upstream);
@@ -210,7 +213,7 @@ static bool attach_upstreams(struct sg_tls_set *t, const struct sg_config *cfg, 
         if (!u->tls)
             continue;
         char err[512];
-        if (!(t->upstream[i] = sg_tls_client_ctx(u->tls, err, sizeof err))) {
+        if (!(t->upstream[i] = sg_tls_client_ctx(u->tls, u->protocol == SG_PROTO_H2, err, sizeof err))) {
             snprintf(errbuf, errlen, "%s:%u:%u: upstream %s: %s", cfg->path, u->mark.line, u->mark.col, u->name, err);
             return false;
         }

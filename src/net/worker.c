@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "strangler/h1_server.h"
+#include "strangler/h2_client.h"
 #include "strangler/h2_server.h"
 #include "strangler/log.h"
 #include "strangler/mirror.h"
@@ -398,6 +399,8 @@ static void *worker_main(void *arg)
     sg_h1s_close_all(w);
     sg_h2s_close_all(w);
     sg_shadows_abort_all(w);
+    for (struct sg_pool *p = w->pools; p; p = p->next)
+        sg_h2c_close_all(p); /* upstream HTTP/2 sessions, while the loop's objects still exist */
     defer_cb(-1, 0, w);
     log_flush(w);
     if (w->server->on_worker_exit)

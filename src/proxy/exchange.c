@@ -23,6 +23,7 @@
 #include "strangler/clock.h"
 #include "strangler/h1.h"
 #include "strangler/h1_client.h"
+#include "strangler/h2_client.h"
 #include "strangler/log.h"
 #include "strangler/mirror.h"
 #include "strangler/pool.h"
@@ -47,7 +48,9 @@ struct sg_exchange {
     struct sg_upstream_rt *ups;
     struct sg_pool *pool, *prev_pool;
     struct sg_acquire acq;
-    struct sg_h1c h1c;
+    struct sg_h1c h1c; /* upstream protocol http1 */
+    struct sg_h2c_stream h2s; /* upstream protocol h2c / h2 */
+    bool h2;
     bool acquiring, attached, fresh;
     unsigned tries; /* attempts started */
     bool stale_retry_used;
@@ -75,7 +78,51 @@ struct sg_exchange {
 };
 
 static void ex_finish(struct sg_exchange *ex, bool close);
+static void ex_local(struct sg_exchange *ex, int status, const char *text);
 static const struct sg_h1c_owner_ops primary_ops;
+
+/* ---- the upstream stream: HTTP/1.1 connection or HTTP/2 stream ---------- */
+
+static void up_send(struct sg_exchange *ex, const char *p, size_t n)
+{
+    if (ex->h2)
+        sg_h2c_body(&ex->h2s, p, n);
+    else
+        sg_h1c_body(&ex->h1c, p, n);
+}
+
+static void up_send_end(struct sg_exchange *ex)
+{
+    if (ex->h2)
+        sg_h2c_end(&ex->h2s);
+    else
+        sg_h1c_end(&ex->h1c);
+}
+
+static bool up_congested(const struct sg_exchange *ex)
+{
+    return ex->h2 ? sg_h2c_congested(&ex->h2s) : sg_h1c_congested(&ex->h1c);
+}
+
+static void up_pause(struct sg_exchange *ex, bool pause)
+{
+    if (ex->h2)
+        sg_h2c_pause(&ex->h2s, pause);
+    else
+        sg_h1c_pause(&ex->h1c, pause);
+}
+
+/* Lets go of the upstream: an HTTP/1.1 connection is reused only when
+ * clean, an unfinished HTTP/2 stream is reset. */
+static void up_detach(struct sg_exchange *ex)
+{
+    if (ex->h2)
+        sg_h2c_detach(&ex->h2s);
+    else
+        sg_h1c_detach(&ex->h1c, false);
+    ex->attached = false;
+}
+
 static void ex_attempt(struct sg_exchange *ex);
 static void ex_upstream_failed(struct sg_exchange *ex, const char *err, bool stale);
 
@@ -99,6 +146,7 @@ static void ex_free(void *arg)
 {
     struct sg_exchange *ex = arg;
     sg_h1c_free(&ex->h1c);
+    sg_h2c_free(&ex->h2s);
     if (ex->pending)
         evbuffer_free(ex->pending);
     if (ex->replay)
@@ -130,9 +178,7 @@ static void route_timeout_cb(evutil_socket_t fd, short what, void *arg)
         ex_finish(ex, true);
         return;
     }
-    ex->status = 504;
-    ex->ops->local(ex->ds, 504, "upstream timed out\n", !ex->req_done);
-    ex_finish(ex, !ex->req_done);
+    ex_local(ex, 504, "upstream timed out\n");
 }
 
 static void try_timeout_cb(evutil_socket_t fd, short what, void *arg)
@@ -141,8 +187,7 @@ static void try_timeout_cb(evutil_socket_t fd, short what, void *arg)
     ex->try_timer_on = false;
     sg_acquire_cancel(&ex->acq);
     ex->acquiring = false;
-    sg_h1c_detach(&ex->h1c, false);
-    ex->attached = false;
+    up_detach(ex);
     ex_upstream_failed(ex, sg_err_timeout, false);
 }
 
@@ -160,12 +205,63 @@ static void timer_start(struct sg_exchange *ex, struct event *ev, bool *on, uint
 
 /* ---- local answers ----------------------------------------------------- */
 
-static void ex_local(struct sg_exchange *ex, int status, const char *text)
+static bool is_grpc(const struct sg_exchange *ex)
+{
+    const struct sg_header *ct = sg_headers_get(ex->req.headers, SG_STR_LIT("content-type"));
+    return ct && sg_str_has_prefix(ct->value, SG_STR_LIT("application/grpc"));
+}
+
+/* gRPC status codes for the proxy's own answers (grpc/doc/statuscodes.md,
+ * and the HTTP-to-gRPC mapping of grpc/doc/http-grpc-status-mapping.md). */
+static int grpc_code(int status)
+{
+    switch (status) {
+    case 404: return 12; /* UNIMPLEMENTED */
+    case 413: case 431: return 8; /* RESOURCE_EXHAUSTED */
+    case 502: case 503: return 14; /* UNAVAILABLE */
+    case 504: return 4; /* DEADLINE_EXCEEDED */
+    default: return 13; /* INTERNAL */
+    }
+}
+
+/* A gRPC client expects HTTP 200 with the outcome in grpc-status: answer
+ * with an empty message stream and the status as trailers. */
+static void answer_grpc(struct sg_exchange *ex, int status, const char *text)
+{
+    char code[8], msg[160];
+    snprintf(code, sizeof code, "%d", grpc_code(status));
+    size_t n = 0;
+    for (const char *t = text; *t && *t != '\n' && n + 1 < sizeof msg; t++)
+        msg[n++] = *t; /* ASCII without controls: nothing to percent-encode */
+    msg[n] = '\0';
+    struct sg_headers head, trailers;
+    sg_headers_init(&head);
+    sg_headers_init(&trailers);
+    sg_headers_add(&head, SG_STR_LIT("content-type"), SG_STR_LIT("application/grpc"));
+    sg_headers_add(&trailers, SG_STR_LIT("grpc-status"), sg_str_c(code));
+    sg_headers_add(&trailers, SG_STR_LIT("grpc-message"), sg_str_c(msg));
+    ex->ops->head(ex->ds, 200, &head, NULL, -1, false);
+    ex->ops->end(ex->ds, &trailers);
+    sg_headers_free(&head);
+    sg_headers_free(&trailers);
+}
+
+/* The proxy's own answer. ex->status keeps the HTTP status it stands for
+ * (also for gRPC), so logs and error ratios count it. */
+static void ex_answer(struct sg_exchange *ex, int status, const char *text, bool close)
 {
     ex->status = status;
+    if (is_grpc(ex))
+        answer_grpc(ex, status, text);
+    else
+        ex->ops->local(ex->ds, status, text, close);
+}
+
+static void ex_local(struct sg_exchange *ex, int status, const char *text)
+{
     /* A body still arriving cannot be skipped reliably: close after. */
     bool close = !ex->req_done;
-    ex->ops->local(ex->ds, status, text, close);
+    ex_answer(ex, status, text, close);
     ex_finish(ex, close);
 }
 
@@ -266,6 +362,7 @@ void sg_exchange_start(struct sg_exchange *ex)
         return;
     }
     ex->ups = &ex->snap->ups[ex->dest->upstream->index];
+    ex->h2 = ex->dest->upstream->protocol != SG_PROTO_HTTP1;
     if (ex->route->n_mirrors)
         ex_start_shadows(ex);
     timer_start(ex, &ex->route_timer, &ex->route_timer_on, ex->route->timeout_ms, route_timeout_cb);
@@ -282,7 +379,7 @@ static void send_buffer(struct sg_exchange *ex, struct evbuffer *buf, bool drain
     struct evbuffer_iovec v;
     evbuffer_ptr_set(buf, &pos, 0, EVBUFFER_PTR_SET);
     while (evbuffer_peek(buf, -1, &pos, &v, 1) > 0) {
-        sg_h1c_body(&ex->h1c, v.iov_base, v.iov_len);
+        up_send(ex, v.iov_base, v.iov_len);
         ex->body_sent += v.iov_len;
         if (evbuffer_ptr_set(buf, &pos, v.iov_len, EVBUFFER_PTR_ADD) < 0)
             break;
@@ -291,27 +388,30 @@ static void send_buffer(struct sg_exchange *ex, struct evbuffer *buf, bool drain
         evbuffer_drain(buf, evbuffer_get_length(buf));
 }
 
-static void ex_attach(struct sg_exchange *ex, struct sg_uconn *uc)
+static struct sg_forward_request_opts forward_opts(const struct sg_exchange *ex)
 {
-    char hostbuf[300];
-    struct sg_str host = ex->req.host;
-    if (host.len == 0) { /* HTTP/1.0 without Host */
-        int n = snprintf(hostbuf, sizeof hostbuf, "%s:%u", ex->pool->host, ex->pool->port);
-        host = (struct sg_str){ hostbuf, (size_t)n };
-    }
-    struct sg_h1c_request r = { ex->req.method, { ex->target, ex->target_len }, host, ex->req.content_length,
-                                ex->req.head_method, ex->req.upgrade };
-    ex->attached = true;
-    sg_h1c_begin(&ex->h1c, uc, &primary_ops, ex, &r);
-    struct sg_forward_request_opts o = {
+    return (struct sg_forward_request_opts){
         .client_addr = ex->req.client_addr,
         .proto = ex->req.scheme,
         .request_id = { ex->request_id, ex->request_id_len },
         .upgrade = ex->req.upgrade,
         .edits = &ex->route->request_headers,
     };
-    sg_headers_forward_request(ex->req.headers, &o, sg_h1_emit_field, sg_h1c_output(&ex->h1c));
-    sg_h1c_head_done(&ex->h1c);
+}
+
+/* The Host / :authority the upstream sees: the client's, or for an
+ * HTTP/1.0 request without Host the endpoint's. */
+static struct sg_str upstream_host(const struct sg_exchange *ex, char *buf, size_t len)
+{
+    if (ex->req.host.len)
+        return ex->req.host;
+    int n = snprintf(buf, len, "%s:%u", ex->pool->host, ex->pool->port);
+    return (struct sg_str){ buf, n > 0 ? (size_t)n : 0 };
+}
+
+/* After the head: the body so far (or its replay), the end if known. */
+static void ex_attached(struct sg_exchange *ex)
+{
     bool replaying = ex->body_sent > 0;
     ex->body_sent = 0;
     if (replaying) {
@@ -322,18 +422,59 @@ static void ex_attach(struct sg_exchange *ex, struct sg_uconn *uc)
         send_buffer(ex, ex->pending, true);
     }
     if (ex->req_done)
-        sg_h1c_end(&ex->h1c);
+        up_send_end(ex);
     timer_start(ex, &ex->try_timer, &ex->try_timer_on, ex->route->retries.per_try_timeout_ms, try_timeout_cb);
     if (!sg_exchange_request_congested(ex))
         ex->ops->pause_request(ex->ds, false);
+}
+
+static void ex_attach(struct sg_exchange *ex, struct sg_uconn *uc)
+{
+    char hostbuf[300];
+    struct sg_str host = upstream_host(ex, hostbuf, sizeof hostbuf);
+    struct sg_h1c_request r = { ex->req.method, { ex->target, ex->target_len }, host, ex->req.content_length,
+                                ex->req.head_method, ex->req.upgrade };
+    ex->attached = true;
+    sg_h1c_begin(&ex->h1c, uc, &primary_ops, ex, &r);
+    struct sg_forward_request_opts o = forward_opts(ex);
+    sg_headers_forward_request(ex->req.headers, &o, sg_h1_emit_field, sg_h1c_output(&ex->h1c));
+    sg_h1c_head_done(&ex->h1c);
+    ex_attached(ex);
+}
+
+/* HTTP/2 upstream: pseudo-headers from the request, the same forwarded
+ * fields (lower-cased), Host carried as :authority (RFC 9113 8.3.1). */
+static void ex_attach_h2(struct sg_exchange *ex, struct sg_h2c_sess *s)
+{
+    char hostbuf[300];
+    struct sg_str host = upstream_host(ex, hostbuf, sizeof hostbuf);
+    ex->attached = true;
+    sg_h2c_begin(&ex->h2s, s, &primary_ops, ex);
+    struct sg_forward_request_opts o = forward_opts(ex);
+    o.upgrade = false;
+    sg_headers_forward_request(ex->req.headers, &o, sg_h2c_emit, &ex->h2s);
+    struct sg_str scheme = ex->ups->cfg->protocol == SG_PROTO_H2 ? SG_STR_LIT("https") : SG_STR_LIT("http");
+    if (!sg_h2c_submit(&ex->h2s, ex->req.method, scheme, host, (struct sg_str){ ex->target, ex->target_len },
+                       ex->req.content_length != 0)) {
+        up_detach(ex);
+        ex_upstream_failed(ex, sg_err_reset, false);
+        return;
+    }
+    ex_attached(ex);
 }
 
 static void ex_acquired(void *arg, struct sg_uconn *uc, const char *err)
 {
     struct sg_exchange *ex = arg;
     ex->acquiring = false;
-    if (!uc) {
+    if (err) {
         ex_upstream_failed(ex, err, false);
+        return;
+    }
+    if (ex->h2) {
+        struct sg_h2c_sess *s = ex->acq.session;
+        ex->acq.session = NULL;
+        ex_attach_h2(ex, s);
         return;
     }
     ex_attach(ex, uc);
@@ -344,14 +485,20 @@ static void ex_attempt(struct sg_exchange *ex)
     ex->tries++;
     ex->pool = sg_upstream_pick(ex->ups, ex->w, ex->prev_pool, false);
     ex->pool->in_flight++;
-    ex->acq = (struct sg_acquire){ ex_acquired, ex, NULL };
+    ex->acq = (struct sg_acquire){ ex_acquired, ex, NULL, NULL };
     struct sg_uconn *uc = NULL;
+    struct sg_h2c_sess *sess = NULL;
     const char *err = NULL;
     bool fresh = ex->fresh;
     ex->fresh = false;
-    switch (sg_pool_acquire(ex->pool, &ex->acq, fresh, &uc, &err)) {
+    enum sg_acquire_result res = ex->h2 ? sg_h2c_acquire(ex->pool, &ex->acq, &sess, &err)
+                                        : sg_pool_acquire(ex->pool, &ex->acq, fresh, &uc, &err);
+    switch (res) {
     case SG_ACQ_READY:
-        ex_attach(ex, uc);
+        if (ex->h2)
+            ex_attach_h2(ex, sess);
+        else
+            ex_attach(ex, uc);
         break;
     case SG_ACQ_PENDING:
         ex->acquiring = true;
@@ -464,7 +611,7 @@ void sg_exchange_request_body(struct sg_exchange *ex, const char *p, size_t n)
     if (!ex->resp_started)
         hold_for_replay(ex, p, n);
     if (ex->attached) {
-        sg_h1c_body(&ex->h1c, p, n);
+        up_send(ex, p, n);
         ex->body_sent += n;
         return;
     }
@@ -482,7 +629,7 @@ void sg_exchange_request_end(struct sg_exchange *ex)
     if (ex->finished)
         return;
     if (ex->attached)
-        sg_h1c_end(&ex->h1c);
+        up_send_end(ex);
     if (ex->resp_done)
         ex_finish(ex, false);
 }
@@ -492,7 +639,7 @@ bool sg_exchange_request_congested(const struct sg_exchange *ex)
     if (ex->finished)
         return false;
     if (ex->attached)
-        return sg_h1c_congested(&ex->h1c);
+        return up_congested(ex);
     return ex->pending && evbuffer_get_length(ex->pending) > PENDING_HIGH;
 }
 
@@ -509,15 +656,13 @@ void sg_exchange_reject(struct sg_exchange *ex, int status, const char *text)
         return;
     sg_acquire_cancel(&ex->acq);
     ex->acquiring = false;
-    sg_h1c_detach(&ex->h1c, false);
-    ex->attached = false;
+    up_detach(ex);
     if (ex->resp_started) {
         ex->ops->abort(ex->ds);
         ex_finish(ex, true);
         return;
     }
-    ex->status = status;
-    ex->ops->local(ex->ds, status, text, true);
+    ex_answer(ex, status, text, true);
     ex_finish(ex, true);
 }
 
@@ -542,8 +687,7 @@ static void up_head(void *owner, int status, const struct sg_headers *h, int64_t
     timer_stop(&ex->try_timer, &ex->try_timer_on);
     uint32_t bit = status_retry_bit(status);
     if (bit && (ex->route->retries.on & bit) && ex_may_retry(ex, bit, false)) {
-        sg_h1c_detach(&ex->h1c, false);
-        ex->attached = false;
+        up_detach(ex);
         ex_release_pool(ex);
         ex_attempt(ex);
         return;
@@ -564,13 +708,13 @@ static void up_body(void *owner, const char *p, size_t n)
     ex->bytes_out += n;
     ex->ops->body(ex->ds, p, n);
     if (ex->ops->congested(ex->ds))
-        sg_h1c_pause(&ex->h1c, true);
+        up_pause(ex, true);
 }
 
 void sg_exchange_downstream_writable(struct sg_exchange *ex)
 {
     if (ex->attached && !ex->finished)
-        sg_h1c_pause(&ex->h1c, false);
+        up_pause(ex, false);
 }
 
 static void up_end(void *owner, const struct sg_headers *trailers)
@@ -578,8 +722,7 @@ static void up_end(void *owner, const struct sg_headers *trailers)
     struct sg_exchange *ex = owner;
     ex->resp_done = true;
     ex->ops->end(ex->ds, trailers);
-    sg_h1c_detach(&ex->h1c, false);
-    ex->attached = false;
+    up_detach(ex);
     /* A response that ends before the request body: the rest of the body
      * cannot be skipped safely, so the client connection closes. */
     ex_finish(ex, !ex->req_done);
@@ -588,9 +731,8 @@ static void up_end(void *owner, const struct sg_headers *trailers)
 static void up_error(void *owner, const char *err)
 {
     struct sg_exchange *ex = owner;
-    bool stale = ex->h1c.uc && ex->h1c.uc->requests > 1 && !ex->h1c.got_bytes;
-    sg_h1c_detach(&ex->h1c, false);
-    ex->attached = false;
+    bool stale = !ex->h2 && ex->h1c.uc && ex->h1c.uc->requests > 1 && !ex->h1c.got_bytes;
+    up_detach(ex);
     ex_upstream_failed(ex, err, stale);
 }
 
@@ -670,8 +812,7 @@ static void ex_finish(struct sg_exchange *ex, bool close)
     timer_stop(&ex->route_timer, &ex->route_timer_on);
     timer_stop(&ex->try_timer, &ex->try_timer_on);
     sg_acquire_cancel(&ex->acq);
-    sg_h1c_detach(&ex->h1c, false);
-    ex->attached = false;
+    up_detach(ex);
     ex_release_pool(ex);
     for (size_t i = 0; i < ex->n_shadows; i++)
         if (ex->shadows[i]) {

@@ -333,7 +333,7 @@ static void begin(struct sg_shadow *sh)
 {
     sh->pool = sg_upstream_pick(sh->ups, sh->w, NULL, true);
     sh->pool->in_flight++;
-    sh->acq = (struct sg_acquire){ acquired, sh, NULL };
+    sh->acq = (struct sg_acquire){ acquired, sh, NULL, NULL };
     struct sg_uconn *uc = NULL;
     const char *err = NULL;
     switch (sg_pool_acquire(sh->pool, &sh->acq, false, &uc, &err)) {

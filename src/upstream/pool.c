@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "strangler/clock.h"
+#include "strangler/h2_client.h"
 #include "strangler/log.h"
 #include "strangler/tls.h"
 #include "strangler/worker.h"
@@ -79,6 +80,7 @@ static struct sg_pool *pool_new(struct sg_worker *w, const struct sg_upstream *u
     p->port = ep->port;
     TAILQ_INIT(&p->idle);
     TAILQ_INIT(&p->resolving_list);
+    TAILQ_INIT(&p->h2_sessions);
     char shared_name[300];
     snprintf(shared_name, sizeof shared_name, "%s%s", mirror ? "mirror|" : "", u->name);
     p->shared = shared_get(shared_name);
@@ -116,6 +118,7 @@ static void pool_configure(struct sg_pool *p, const struct sg_upstream *u, SSL_C
     SSL_CTX_free(p->ssl_ctx);
     p->ssl_ctx = ssl_ctx;
     p->tls_verify = u->tls && u->tls->verify;
+    p->h2 = u->protocol != SG_PROTO_HTTP1;
     free(p->tls_name);
     p->tls_name = strdup(u->tls && u->tls->sni ? u->tls->sni : p->host);
     p->dns_refresh_ms = u->dns_refresh_ms;
@@ -197,6 +200,7 @@ void sg_pools_free_all(struct sg_worker *w)
     struct sg_pool *p = w->pools;
     while (p) {
         struct sg_pool *next = p->next;
+        sg_h2c_close_all(p);
         struct sg_uconn *c;
         while ((c = TAILQ_FIRST(&p->idle)) != NULL) {
             TAILQ_REMOVE(&p->idle, c, link);
@@ -532,6 +536,8 @@ enum sg_acquire_result sg_pool_acquire(struct sg_pool *p, struct sg_acquire *a, 
 
 void sg_acquire_cancel(struct sg_acquire *a)
 {
+    if (a->session)
+        sg_h2c_cancel(a);
     if (a->conn) {
         a->conn->waiter = NULL;
         a->conn = NULL;
