@@ -1,5 +1,6 @@
 # shellcheck shell=bash
-# Shared functions for scripts/test and scripts/demo. Source it, don't run it.
+# Shared functions for scripts/build, scripts/test and scripts/demo (and the
+# Dockerfile's build stage). Source it, don't run it.
 #
 # Sets SG_ROOT to the repository root (computed from this file's location, so
 # the scripts work from any cwd) and provides:
@@ -23,9 +24,11 @@ SG_BUILD_PACKAGES=(
     cmake make gcc libc6-dev pkg-config
     libevent-dev libnghttp2-dev libssl-dev libyaml-dev libcmocka-dev node-llhttp
 )
-# Tools the integration tests and the demo run.
+# Tools the integration tests and the demo run. python3-yaml: the deploy
+# tests (tests/deploy) parse the configs and the Helm chart's output.
 SG_TOOL_PACKAGES=(
     curl python3 python3-h2 python3-websockets nghttp2-client ca-certificates openssl
+    python3-yaml
 )
 
 sg_log() { printf '==> %s\n' "$*" >&2; }
@@ -76,8 +79,14 @@ sg_ensure_packages() {
     done
 }
 
+# npm: the Helm chart test (tests/deploy) fetches helm from the npm registry.
+# Debian's npm package brings Debian's nodejs; NodeSource's nodejs ships its
+# own npm and conflicts with Debian's npm package, so npm is asked for only
+# when no npm is on PATH.
 sg_ensure_all_packages() {
-    sg_ensure_packages "${SG_BUILD_PACKAGES[@]}" "${SG_TOOL_PACKAGES[@]}"
+    local extra=()
+    command -v npm >/dev/null 2>&1 || extra+=(npm)
+    sg_ensure_packages "${SG_BUILD_PACKAGES[@]}" "${SG_TOOL_PACKAGES[@]}" "${extra[@]}"
 }
 
 # sg_configure BUILD_DIR [extra cmake args...]
