@@ -21,6 +21,7 @@
 #include "strangler/clock.h"
 #include "strangler/h1.h"
 #include "strangler/h1_client.h"
+#include "strangler/h2_client.h"
 #include "strangler/pool.h"
 #include "strangler/worker.h"
 
@@ -40,7 +41,9 @@ struct sg_shadow {
     struct sg_upstream_rt *ups;
     struct sg_pool *pool;
     struct sg_acquire acq;
-    struct sg_h1c h1c;
+    struct sg_h1c h1c; /* mirror upstream speaks http1 */
+    struct sg_h2c_stream h2s; /* ... or HTTP/2 (h2c / h2) */
+    bool h2;
     struct sg_shadow **slot; /* the primary's pointer to us, cleared when we end first */
     char *strings; /* method, target, host, protocol, request id: one allocation */
     struct sg_str method, target, host, protocol, request_id, client;
@@ -139,6 +142,23 @@ static void output_drained(struct evbuffer *buf, const struct evbuffer_cb_info *
     release_held(sh, n - head); /* chunk framing makes this an upper bound: clamped */
 }
 
+static void send_body(struct sg_shadow *sh, const char *p, size_t n)
+{
+    if (sh->h2)
+        sg_h2c_body(&sh->h2s, p, n);
+    else
+        sg_h1c_body(&sh->h1c, p, n);
+}
+
+static void send_end(struct sg_shadow *sh)
+{
+    if (sh->h2)
+        sg_h2c_end(&sh->h2s);
+    else
+        sg_h1c_end(&sh->h1c);
+    sh->sent = true;
+}
+
 static void unhook_output(struct sg_shadow *sh)
 {
     if (sh->drain_cb && sh->h1c.uc)
@@ -151,7 +171,10 @@ static void unhook_output(struct sg_shadow *sh)
 static void detach(struct sg_shadow *sh)
 {
     unhook_output(sh);
-    sg_h1c_detach(&sh->h1c, false);
+    if (sh->h2)
+        sg_h2c_detach(&sh->h2s);
+    else
+        sg_h1c_detach(&sh->h1c, false);
     sh->attached = false;
 }
 
@@ -161,6 +184,7 @@ static void shadow_free(void *arg)
 {
     struct sg_shadow *sh = arg;
     sg_h1c_free(&sh->h1c);
+    sg_h2c_free(&sh->h2s);
     if (sh->fields)
         evbuffer_free(sh->fields);
     if (sh->pending)
@@ -285,8 +309,34 @@ static bool copy_request(struct sg_shadow *sh, const struct sg_shadow_request *r
     sh->protocol = keep(&c, r->protocol);
     sh->request_id = keep(&c, f->request_id);
     sh->client = keep(&c, f->client_addr);
-    sg_headers_forward_request(r->headers, f, sg_h1_emit_field, sh->fields);
+    /* Serialised for the mirror's protocol: "name: value\r\n" lines, or
+     * lower-cased NUL-separated pairs an HTTP/2 stream takes. */
+    if (sh->h2) {
+        struct sg_h2c_stream tmp = { .hdrs = sh->fields };
+        sg_headers_forward_request(r->headers, f, sg_h2c_emit, &tmp);
+    } else {
+        sg_headers_forward_request(r->headers, f, sg_h1_emit_field, sh->fields);
+    }
     return true;
+}
+
+/* The body that arrived before the connection, then the end if known. */
+static void send_held(struct sg_shadow *sh)
+{
+    if (sh->pending) {
+        struct evbuffer_iovec v[8];
+        int n;
+        while ((n = evbuffer_peek(sh->pending, -1, NULL, v, 8)) > 0) {
+            size_t moved = 0;
+            for (int i = 0; i < n && i < 8; i++) {
+                send_body(sh, v[i].iov_base, v[i].iov_len);
+                moved += v[i].iov_len;
+            }
+            evbuffer_drain(sh->pending, moved);
+        }
+    }
+    if (sh->body_done)
+        send_end(sh);
 }
 
 static void attach(struct sg_shadow *sh, struct sg_uconn *uc)
@@ -300,30 +350,36 @@ static void attach(struct sg_shadow *sh, struct sg_uconn *uc)
     sg_h1c_head_done(&sh->h1c);
     sh->unsent_head = evbuffer_get_length(out);
     sh->drain_cb = evbuffer_add_cb(out, output_drained, sh);
-    if (sh->pending) {
-        struct evbuffer_iovec v[8];
-        int n;
-        while ((n = evbuffer_peek(sh->pending, -1, NULL, v, 8)) > 0) {
-            size_t moved = 0;
-            for (int i = 0; i < n && i < 8; i++) {
-                sg_h1c_body(&sh->h1c, v[i].iov_base, v[i].iov_len);
-                moved += v[i].iov_len;
-            }
-            evbuffer_drain(sh->pending, moved);
-        }
+    send_held(sh);
+}
+
+/* On an HTTP/2 mirror the held bytes are given back when the shadow ends:
+ * the session's output mixes every stream's frames, so it cannot tell. */
+static void attach_h2(struct sg_shadow *sh, struct sg_h2c_sess *s)
+{
+    sh->attached = true;
+    sg_h2c_begin(&sh->h2s, s, &shadow_ops, sh);
+    evbuffer_add_buffer(sh->h2s.hdrs, sh->fields);
+    struct sg_str scheme = sh->m->upstream->protocol == SG_PROTO_H2 ? SG_STR_LIT("https") : SG_STR_LIT("http");
+    if (!sg_h2c_submit(&sh->h2s, sh->method, scheme, sh->host, sh->target, sh->content_length != 0)) {
+        shadow_drop(sh, reason_upstream_error);
+        return;
     }
-    if (sh->body_done) {
-        sg_h1c_end(&sh->h1c);
-        sh->sent = true;
-    }
+    send_held(sh);
 }
 
 static void acquired(void *arg, struct sg_uconn *uc, const char *err)
 {
     struct sg_shadow *sh = arg;
-    if (!uc) {
+    if (err) {
         sh->error = err;
         shadow_drop(sh, err == sg_err_overloaded ? reason_overloaded : reason_connect_failed);
+        return;
+    }
+    if (sh->h2) {
+        struct sg_h2c_sess *s = sh->acq.session;
+        sh->acq.session = NULL;
+        attach_h2(sh, s);
         return;
     }
     attach(sh, uc);
@@ -335,10 +391,16 @@ static void begin(struct sg_shadow *sh)
     sh->pool->in_flight++;
     sh->acq = (struct sg_acquire){ acquired, sh, NULL, NULL };
     struct sg_uconn *uc = NULL;
+    struct sg_h2c_sess *sess = NULL;
     const char *err = NULL;
-    switch (sg_pool_acquire(sh->pool, &sh->acq, false, &uc, &err)) {
+    enum sg_acquire_result res = sh->h2 ? sg_h2c_acquire(sh->pool, &sh->acq, &sess, &err)
+                                        : sg_pool_acquire(sh->pool, &sh->acq, false, &uc, &err);
+    switch (res) {
     case SG_ACQ_READY:
-        attach(sh, uc);
+        if (sh->h2)
+            attach_h2(sh, sess);
+        else
+            attach(sh, uc);
         break;
     case SG_ACQ_PENDING:
         break;
@@ -361,6 +423,7 @@ bool sg_shadow_start(struct sg_worker *w, struct sg_wsnap *snap, const struct sg
     sh->route = r->route;
     sh->m = r->mirror;
     sh->ups = &snap->ups[r->mirror->upstream->index];
+    sh->h2 = r->mirror->upstream->protocol != SG_PROTO_HTTP1;
     sh->content_length = r->content_length;
     sh->body_done = r->content_length == 0;
     sh->start_mono_us = sg_mono_us();
@@ -410,7 +473,7 @@ void sg_shadow_body(struct sg_shadow *sh, const char *p, size_t n)
     sh->held += n;
     sh->w->shadow_bytes += n;
     if (sh->attached) {
-        sg_h1c_body(&sh->h1c, p, n);
+        send_body(sh, p, n);
         return;
     }
     if (!sh->pending && !(sh->pending = evbuffer_new())) {
@@ -425,10 +488,8 @@ void sg_shadow_body_end(struct sg_shadow *sh)
     if (sh->finished || sh->body_done)
         return;
     sh->body_done = true;
-    if (sh->attached) {
-        sg_h1c_end(&sh->h1c);
-        sh->sent = true;
-    }
+    if (sh->attached)
+        send_end(sh);
 }
 
 void sg_shadow_release(struct sg_shadow *sh)

@@ -18,12 +18,20 @@ from harness import Proxy, check, config, eq, main, request, run_threads, spawn,
 from test_tls import make_pki
 
 
+class Seen:
+    """Remembers the requests an H2Upstream answered (for the mirror test)."""
+    def __init__(self):
+        self.requests = []
+        self.lock = threading.Lock()
+
+
 class H2Upstream:
     """h2 server on 127.0.0.1:0. Paths: /reset -> RST_STREAM; anything else
     -> 200 JSON echo (method, path, authority, headers, body sha256) with
     trailers grpc-status: 0."""
 
     def __init__(self, tls_files=None):
+        self.seen = Seen()
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
@@ -84,6 +92,8 @@ class H2Upstream:
 
     def _respond(self, conn, sid, st):
         hdrs = dict(st["headers"])
+        with self.seen.lock:
+            self.seen.requests.append((hdrs, st["len"]))
         if hdrs.get(":path") == "/reset":
             conn.reset_stream(sid, error_code=2)
             return
@@ -223,6 +233,28 @@ def test_h2_over_tls_upstream_with_alpn():
         eq(r.status, 200, "status over h2 + TLS")
         eq(json.loads(r.body)["scheme"], "https", ":scheme https for protocol h2")
     up.stop()
+
+
+def test_shadows_to_an_h2c_mirror():
+    from harness import Upstream, metric_value
+    primary = Upstream("primary")
+    mirror = H2Upstream()
+    cfg = config({"primary": primary, "m": {"endpoints": [mirror.addr], "protocol": "h2c"}},
+                 [{"name": "r", "destinations": [{"upstream": "primary"}],
+                   "mirror": [{"upstream": "m", "timeout": "5s"}]}])
+    with Proxy(cfg) as px:
+        for i in range(20):
+            r = request(px.addr(), "POST", "/s/%d" % i, headers=[("Host", "api.example.com")], body=b"x" * 1000)
+            eq(r.status, 200, "primary")
+        wait_until(lambda: len(mirror.seen.requests) >= 20, timeout=10)
+        reqs = mirror.seen.requests
+        eq(len(reqs), 20, "every request shadowed to the HTTP/2 mirror")
+        eq({h[":authority"] for h, _ in reqs}, {"api.example.com-shadow"}, ":authority with the host suffix")
+        eq({n for _, n in reqs}, {1000}, "shadow bodies")
+        wait_until(lambda: metric_value(px.metrics(), "strangler_mirror_responses_total", route="r",
+                                        upstream="m", code="200") == 20, timeout=10)
+        check(mirror.connections <= 4, "shadows multiplexed (%d connections)" % mirror.connections)
+    mirror.stop()
 
 
 def test_nghttpd_upstream_large_body_and_h2load():
