@@ -257,6 +257,20 @@ def test_shadows_to_an_h2c_mirror():
     mirror.stop()
 
 
+def test_h2_client_requests_are_mirrored():
+    from harness import Upstream
+    primary, shadow = Upstream("primary"), Upstream("shadow")
+    cfg = config({"primary": primary, "shadow": shadow},
+                 [{"name": "r", "destinations": [{"upstream": "primary"}], "mirror": [{"upstream": "shadow"}]}])
+    with Proxy(cfg) as px:
+        status, _, _, _ = h2_client_request(px.addr(), "/from-h2", body=b"hello h2")
+        eq(status, 200, "primary answer to an HTTP/2 client")
+        wait_until(lambda: shadow.completed >= 1, timeout=5)
+        eq(shadow.completed, 1, "the HTTP/2 request was mirrored")
+        log = [e for e in px.access_log(2) if not e.get("shadow")]
+        eq((log[0]["protocol"], log[0]["mirrored"]), ("HTTP/2", ["shadow"]), "primary access-log line")
+
+
 def test_nghttpd_upstream_large_body_and_h2load():
     d = os.path.join(os.environ.get("TMPDIR", "/tmp"), "sg-nghttpd-%d" % os.getpid())
     os.makedirs(d, exist_ok=True)
@@ -267,7 +281,8 @@ def test_nghttpd_upstream_large_body_and_h2load():
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
     s.close()
-    ng = spawn(["nghttpd", "--no-tls", "-d", d, str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ng = spawn(["nghttpd", "--no-tls", "--trailer=grpc-status: 0", "-d", d, str(port)],
+               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_until(lambda: socket.socket().connect_ex(("127.0.0.1", port)) == 0, timeout=5)
         with Proxy(route_cfg("127.0.0.1:%d" % port)) as px:
@@ -278,6 +293,9 @@ def test_nghttpd_upstream_large_body_and_h2load():
             out = subprocess.run(["h2load", "-n", "500", "-c", "2", "-m", "10", "http://%s:%s/big.bin" % (host, pport)],
                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=120).stdout.decode()
             check("500 succeeded, 0 failed" in out, "h2load h2c -> h2c: %s" % out[-500:])
+            status, _, data, trailers = h2_client_request(px.addr(), "/big.bin")
+            eq((status, len(data), trailers.get("grpc-status")), (200, len(blob), "0"),
+               "nghttpd's trailers reach an HTTP/2 client")
     finally:
         ng.terminate()
         ng.wait(timeout=5)

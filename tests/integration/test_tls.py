@@ -3,6 +3,7 @@
 import http.client
 import json
 import os
+import socket
 import ssl
 import subprocess
 
@@ -112,6 +113,38 @@ def test_alpn_h2_over_tls():
         check("400 succeeded, 0 failed" in out, "h2load over TLS: %s" % out[-600:])
         protos = {e["protocol"] for e in px.access_log(402)}
         eq(protos, {"HTTP/2", "HTTP/1.1"}, "protocols in the access log")
+
+
+def test_certificate_files_reread_on_reload():
+    p = make_pki()
+    up = Upstream("up")
+    with Proxy(tls_config(up, p)) as px:
+        def serial():
+            host, port = px.addr("secure")
+            with socket.create_connection((host, port), timeout=5) as raw:
+                ctx = client_ctx(p)
+                with ctx.wrap_socket(raw, server_hostname="localhost") as tls:
+                    return ssl.DER_cert_to_PEM_cert(tls.getpeercert(binary_form=True))
+        before = serial()
+        # Rotate: a new certificate for the same names, written over the old files.
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", p("srv.key"), "-out", p("srv2.csr"),
+                "-subj", "/CN=rotated")
+        openssl("x509", "-req", "-in", p("srv2.csr"), "-CA", p("ca.crt"), "-CAkey", p("ca.key"),
+                "-CAcreateserial", "-out", p("srv.crt"), "-days", "2", "-extfile", p("san.cnf"))
+        eq(serial(), before, "the running context keeps the old certificate until a reload")
+        r = json.loads(_post(px.admin, "/reload"))
+        eq(r["result"], "success", "reload")
+        after = serial()
+        check(after != before, "new connections get the rotated certificate")
+        with open(p("srv.crt")) as f:
+            eq(after.strip(), f.read().strip(), "the certificate now served is the file's")
+
+
+def _post(addr, path):
+    host, port = addr
+    c = http.client.HTTPConnection(host, int(port), timeout=10)
+    c.request("POST", path)
+    return c.getresponse().read()
 
 
 def test_tls_below_1_2_refused():
