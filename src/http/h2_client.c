@@ -281,14 +281,16 @@ static void sess_free(void *arg)
     free(s);
 }
 
-static void fail_waiters(struct sg_h2c_sess *s, const char *err)
+/* Tells the exchanges waiting for this session that it is ready (err
+ * NULL) or failed. A copy of the list: a callback may queue a new waiter. */
+static void wake_waiters(struct sg_h2c_sess *s, const char *err)
 {
     unsigned n = s->n_waiters;
     struct sg_acquire *w[16];
     memcpy(w, s->waiters, sizeof w);
     s->n_waiters = 0;
     for (unsigned i = 0; i < n; i++) {
-        w[i]->session = NULL;
+        w[i]->session = err ? NULL : s;
         w[i]->cb(w[i]->arg, NULL, err);
     }
 }
@@ -307,7 +309,7 @@ static void sess_close(struct sg_h2c_sess *s, const char *err)
         event_del(s->idle_timer);
     if (was == SG_H2S_CONNECTING)
         sg_acquire_cancel(&s->acq);
-    fail_waiters(s, err ? err : sg_err_reset);
+    wake_waiters(s, err ? err : sg_err_reset);
     struct sg_h2c_stream *st;
     while ((st = TAILQ_FIRST(&s->streams)) != NULL) {
         stream_leave(st);
@@ -368,14 +370,7 @@ static void sess_connected(void *arg, struct sg_uconn *uc, const char *err)
     bufferevent_setwatermark(uc->bev, EV_WRITE, SESS_OUT_HIGH / 4, 0);
     bufferevent_enable(uc->bev, EV_READ | EV_WRITE);
     sess_flush(s);
-    unsigned n = s->n_waiters;
-    struct sg_acquire *w[16];
-    memcpy(w, s->waiters, sizeof w);
-    s->n_waiters = 0;
-    for (unsigned i = 0; i < n; i++) {
-        w[i]->session = s;
-        w[i]->cb(w[i]->arg, NULL, NULL);
-    }
+    wake_waiters(s, NULL);
 }
 
 static unsigned load(const struct sg_h2c_sess *s)

@@ -24,6 +24,7 @@
 #include "strangler/h1.h"
 #include "strangler/h1_client.h"
 #include "strangler/h2_client.h"
+#include "strangler/ustream.h"
 #include "strangler/log.h"
 #include "strangler/mirror.h"
 #include "strangler/pool.h"
@@ -48,9 +49,7 @@ struct sg_exchange {
     struct sg_upstream_rt *ups;
     struct sg_pool *pool, *prev_pool;
     struct sg_acquire acq;
-    struct sg_h1c h1c; /* upstream protocol http1 */
-    struct sg_h2c_stream h2s; /* upstream protocol h2c / h2 */
-    bool h2;
+    struct sg_ustream up; /* HTTP/1.1 connection or HTTP/2 stream */
     bool acquiring, attached, fresh;
     unsigned tries; /* attempts started */
     bool stale_retry_used;
@@ -81,45 +80,10 @@ static void ex_finish(struct sg_exchange *ex, bool close);
 static void ex_local(struct sg_exchange *ex, int status, const char *text);
 static const struct sg_h1c_owner_ops primary_ops;
 
-/* ---- the upstream stream: HTTP/1.1 connection or HTTP/2 stream ---------- */
-
-static void up_send(struct sg_exchange *ex, const char *p, size_t n)
-{
-    if (ex->h2)
-        sg_h2c_body(&ex->h2s, p, n);
-    else
-        sg_h1c_body(&ex->h1c, p, n);
-}
-
-static void up_send_end(struct sg_exchange *ex)
-{
-    if (ex->h2)
-        sg_h2c_end(&ex->h2s);
-    else
-        sg_h1c_end(&ex->h1c);
-}
-
-static bool up_congested(const struct sg_exchange *ex)
-{
-    return ex->h2 ? sg_h2c_congested(&ex->h2s) : sg_h1c_congested(&ex->h1c);
-}
-
-static void up_pause(struct sg_exchange *ex, bool pause)
-{
-    if (ex->h2)
-        sg_h2c_pause(&ex->h2s, pause);
-    else
-        sg_h1c_pause(&ex->h1c, pause);
-}
-
-/* Lets go of the upstream: an HTTP/1.1 connection is reused only when
- * clean, an unfinished HTTP/2 stream is reset. */
+/* Lets go of the upstream side (see sg_ustream_detach). */
 static void up_detach(struct sg_exchange *ex)
 {
-    if (ex->h2)
-        sg_h2c_detach(&ex->h2s);
-    else
-        sg_h1c_detach(&ex->h1c, false);
+    sg_ustream_detach(&ex->up);
     ex->attached = false;
 }
 
@@ -145,8 +109,7 @@ struct sg_exchange *sg_exchange_new(struct sg_worker *w, const struct sg_downstr
 static void ex_free(void *arg)
 {
     struct sg_exchange *ex = arg;
-    sg_h1c_free(&ex->h1c);
-    sg_h2c_free(&ex->h2s);
+    sg_ustream_free(&ex->up);
     if (ex->pending)
         evbuffer_free(ex->pending);
     if (ex->replay)
@@ -362,7 +325,7 @@ void sg_exchange_start(struct sg_exchange *ex)
         return;
     }
     ex->ups = &ex->snap->ups[ex->dest->upstream->index];
-    ex->h2 = ex->dest->upstream->protocol != SG_PROTO_HTTP1;
+    ex->up.h2 = ex->dest->upstream->protocol != SG_PROTO_HTTP1;
     if (ex->route->n_mirrors)
         ex_start_shadows(ex);
     timer_start(ex, &ex->route_timer, &ex->route_timer_on, ex->route->timeout_ms, route_timeout_cb);
@@ -379,7 +342,7 @@ static void send_buffer(struct sg_exchange *ex, struct evbuffer *buf, bool drain
     struct evbuffer_iovec v;
     evbuffer_ptr_set(buf, &pos, 0, EVBUFFER_PTR_SET);
     while (evbuffer_peek(buf, -1, &pos, &v, 1) > 0) {
-        up_send(ex, v.iov_base, v.iov_len);
+        sg_ustream_body(&ex->up, v.iov_base, v.iov_len);
         ex->body_sent += v.iov_len;
         if (evbuffer_ptr_set(buf, &pos, v.iov_len, EVBUFFER_PTR_ADD) < 0)
             break;
@@ -422,7 +385,7 @@ static void ex_attached(struct sg_exchange *ex)
         send_buffer(ex, ex->pending, true);
     }
     if (ex->req_done)
-        up_send_end(ex);
+        sg_ustream_end(&ex->up);
     timer_start(ex, &ex->try_timer, &ex->try_timer_on, ex->route->retries.per_try_timeout_ms, try_timeout_cb);
     if (!sg_exchange_request_congested(ex))
         ex->ops->pause_request(ex->ds, false);
@@ -435,10 +398,10 @@ static void ex_attach(struct sg_exchange *ex, struct sg_uconn *uc)
     struct sg_h1c_request r = { ex->req.method, { ex->target, ex->target_len }, host, ex->req.content_length,
                                 ex->req.head_method, ex->req.upgrade };
     ex->attached = true;
-    sg_h1c_begin(&ex->h1c, uc, &primary_ops, ex, &r);
+    sg_h1c_begin(&ex->up.h1c, uc, &primary_ops, ex, &r);
     struct sg_forward_request_opts o = forward_opts(ex);
-    sg_headers_forward_request(ex->req.headers, &o, sg_h1_emit_field, sg_h1c_output(&ex->h1c));
-    sg_h1c_head_done(&ex->h1c);
+    sg_headers_forward_request(ex->req.headers, &o, sg_h1_emit_field, sg_h1c_output(&ex->up.h1c));
+    sg_h1c_head_done(&ex->up.h1c);
     ex_attached(ex);
 }
 
@@ -449,12 +412,12 @@ static void ex_attach_h2(struct sg_exchange *ex, struct sg_h2c_sess *s)
     char hostbuf[300];
     struct sg_str host = upstream_host(ex, hostbuf, sizeof hostbuf);
     ex->attached = true;
-    sg_h2c_begin(&ex->h2s, s, &primary_ops, ex);
+    sg_h2c_begin(&ex->up.h2s, s, &primary_ops, ex);
     struct sg_forward_request_opts o = forward_opts(ex);
     o.upgrade = false;
-    sg_headers_forward_request(ex->req.headers, &o, sg_h2c_emit, &ex->h2s);
+    sg_headers_forward_request(ex->req.headers, &o, sg_h2c_emit, &ex->up.h2s);
     struct sg_str scheme = ex->ups->cfg->protocol == SG_PROTO_H2 ? SG_STR_LIT("https") : SG_STR_LIT("http");
-    if (!sg_h2c_submit(&ex->h2s, ex->req.method, scheme, host, (struct sg_str){ ex->target, ex->target_len },
+    if (!sg_h2c_submit(&ex->up.h2s, ex->req.method, scheme, host, (struct sg_str){ ex->target, ex->target_len },
                        ex->req.content_length != 0)) {
         up_detach(ex);
         ex_upstream_failed(ex, sg_err_reset, false);
@@ -471,7 +434,7 @@ static void ex_acquired(void *arg, struct sg_uconn *uc, const char *err)
         ex_upstream_failed(ex, err, false);
         return;
     }
-    if (ex->h2) {
+    if (ex->up.h2) {
         struct sg_h2c_sess *s = ex->acq.session;
         ex->acq.session = NULL;
         ex_attach_h2(ex, s);
@@ -491,11 +454,11 @@ static void ex_attempt(struct sg_exchange *ex)
     const char *err = NULL;
     bool fresh = ex->fresh;
     ex->fresh = false;
-    enum sg_acquire_result res = ex->h2 ? sg_h2c_acquire(ex->pool, &ex->acq, &sess, &err)
+    enum sg_acquire_result res = ex->up.h2 ? sg_h2c_acquire(ex->pool, &ex->acq, &sess, &err)
                                         : sg_pool_acquire(ex->pool, &ex->acq, fresh, &uc, &err);
     switch (res) {
     case SG_ACQ_READY:
-        if (ex->h2)
+        if (ex->up.h2)
             ex_attach_h2(ex, sess);
         else
             ex_attach(ex, uc);
@@ -611,7 +574,7 @@ void sg_exchange_request_body(struct sg_exchange *ex, const char *p, size_t n)
     if (!ex->resp_started)
         hold_for_replay(ex, p, n);
     if (ex->attached) {
-        up_send(ex, p, n);
+        sg_ustream_body(&ex->up, p, n);
         ex->body_sent += n;
         return;
     }
@@ -629,7 +592,7 @@ void sg_exchange_request_end(struct sg_exchange *ex)
     if (ex->finished)
         return;
     if (ex->attached)
-        up_send_end(ex);
+        sg_ustream_end(&ex->up);
     if (ex->resp_done)
         ex_finish(ex, false);
 }
@@ -639,7 +602,7 @@ bool sg_exchange_request_congested(const struct sg_exchange *ex)
     if (ex->finished)
         return false;
     if (ex->attached)
-        return up_congested(ex);
+        return sg_ustream_congested(&ex->up);
     return ex->pending && evbuffer_get_length(ex->pending) > PENDING_HIGH;
 }
 
@@ -708,13 +671,13 @@ static void up_body(void *owner, const char *p, size_t n)
     ex->bytes_out += n;
     ex->ops->body(ex->ds, p, n);
     if (ex->ops->congested(ex->ds))
-        up_pause(ex, true);
+        sg_ustream_pause(&ex->up, true);
 }
 
 void sg_exchange_downstream_writable(struct sg_exchange *ex)
 {
     if (ex->attached && !ex->finished)
-        up_pause(ex, false);
+        sg_ustream_pause(&ex->up, false);
 }
 
 static void up_end(void *owner, const struct sg_headers *trailers)
@@ -731,7 +694,7 @@ static void up_end(void *owner, const struct sg_headers *trailers)
 static void up_error(void *owner, const char *err)
 {
     struct sg_exchange *ex = owner;
-    bool stale = !ex->h2 && ex->h1c.uc && ex->h1c.uc->requests > 1 && !ex->h1c.got_bytes;
+    bool stale = !ex->up.h2 && ex->up.h1c.uc && ex->up.h1c.uc->requests > 1 && !ex->up.h1c.got_bytes;
     up_detach(ex);
     ex_upstream_failed(ex, err, stale);
 }
@@ -744,7 +707,7 @@ static void up_upgrade(void *owner, const struct sg_headers *h)
     ex->resp_started = ex->resp_done = true;
     ex->status = 101;
     ex->ops->head(ex->ds, 101, h, &ex->route->response_headers, -1, true);
-    struct bufferevent *up = sg_h1c_detach(&ex->h1c, true);
+    struct bufferevent *up = sg_h1c_detach(&ex->up.h1c, true);
     ex->attached = false;
     ex->ops->tunnel(ex->ds, up);
     ex_finish(ex, false);

@@ -22,6 +22,7 @@
 #include "strangler/h1.h"
 #include "strangler/h1_client.h"
 #include "strangler/h2_client.h"
+#include "strangler/ustream.h"
 #include "strangler/pool.h"
 #include "strangler/worker.h"
 
@@ -41,9 +42,7 @@ struct sg_shadow {
     struct sg_upstream_rt *ups;
     struct sg_pool *pool;
     struct sg_acquire acq;
-    struct sg_h1c h1c; /* mirror upstream speaks http1 */
-    struct sg_h2c_stream h2s; /* ... or HTTP/2 (h2c / h2) */
-    bool h2;
+    struct sg_ustream up; /* HTTP/1.1 connection or HTTP/2 stream to the mirror */
     struct sg_shadow **slot; /* the primary's pointer to us, cleared when we end first */
     char *strings; /* method, target, host, protocol, request id: one allocation */
     struct sg_str method, target, host, protocol, request_id, client;
@@ -142,27 +141,16 @@ static void output_drained(struct evbuffer *buf, const struct evbuffer_cb_info *
     release_held(sh, n - head); /* chunk framing makes this an upper bound: clamped */
 }
 
-static void send_body(struct sg_shadow *sh, const char *p, size_t n)
-{
-    if (sh->h2)
-        sg_h2c_body(&sh->h2s, p, n);
-    else
-        sg_h1c_body(&sh->h1c, p, n);
-}
-
 static void send_end(struct sg_shadow *sh)
 {
-    if (sh->h2)
-        sg_h2c_end(&sh->h2s);
-    else
-        sg_h1c_end(&sh->h1c);
+    sg_ustream_end(&sh->up);
     sh->sent = true;
 }
 
 static void unhook_output(struct sg_shadow *sh)
 {
-    if (sh->drain_cb && sh->h1c.uc)
-        evbuffer_remove_cb_entry(sg_h1c_output(&sh->h1c), sh->drain_cb);
+    if (sh->drain_cb && sh->up.h1c.uc)
+        evbuffer_remove_cb_entry(sg_h1c_output(&sh->up.h1c), sh->drain_cb);
     sh->drain_cb = NULL;
 }
 
@@ -171,10 +159,7 @@ static void unhook_output(struct sg_shadow *sh)
 static void detach(struct sg_shadow *sh)
 {
     unhook_output(sh);
-    if (sh->h2)
-        sg_h2c_detach(&sh->h2s);
-    else
-        sg_h1c_detach(&sh->h1c, false);
+    sg_ustream_detach(&sh->up);
     sh->attached = false;
 }
 
@@ -183,8 +168,7 @@ static void detach(struct sg_shadow *sh)
 static void shadow_free(void *arg)
 {
     struct sg_shadow *sh = arg;
-    sg_h1c_free(&sh->h1c);
-    sg_h2c_free(&sh->h2s);
+    sg_ustream_free(&sh->up);
     if (sh->fields)
         evbuffer_free(sh->fields);
     if (sh->pending)
@@ -311,7 +295,7 @@ static bool copy_request(struct sg_shadow *sh, const struct sg_shadow_request *r
     sh->client = keep(&c, f->client_addr);
     /* Serialised for the mirror's protocol: "name: value\r\n" lines, or
      * lower-cased NUL-separated pairs an HTTP/2 stream takes. */
-    if (sh->h2) {
+    if (sh->up.h2) {
         struct sg_h2c_stream tmp = { .hdrs = sh->fields };
         sg_headers_forward_request(r->headers, f, sg_h2c_emit, &tmp);
     } else {
@@ -329,7 +313,7 @@ static void send_held(struct sg_shadow *sh)
         while ((n = evbuffer_peek(sh->pending, -1, NULL, v, 8)) > 0) {
             size_t moved = 0;
             for (int i = 0; i < n && i < 8; i++) {
-                send_body(sh, v[i].iov_base, v[i].iov_len);
+                sg_ustream_body(&sh->up, v[i].iov_base, v[i].iov_len);
                 moved += v[i].iov_len;
             }
             evbuffer_drain(sh->pending, moved);
@@ -344,10 +328,10 @@ static void attach(struct sg_shadow *sh, struct sg_uconn *uc)
     bool head = sg_str_eq(sh->method, SG_STR_LIT("HEAD"));
     struct sg_h1c_request r = { sh->method, sh->target, sh->host, sh->content_length, head, false };
     sh->attached = true;
-    sg_h1c_begin(&sh->h1c, uc, &shadow_ops, sh, &r);
-    struct evbuffer *out = sg_h1c_output(&sh->h1c);
+    sg_h1c_begin(&sh->up.h1c, uc, &shadow_ops, sh, &r);
+    struct evbuffer *out = sg_h1c_output(&sh->up.h1c);
     evbuffer_add_buffer(out, sh->fields);
-    sg_h1c_head_done(&sh->h1c);
+    sg_h1c_head_done(&sh->up.h1c);
     sh->unsent_head = evbuffer_get_length(out);
     sh->drain_cb = evbuffer_add_cb(out, output_drained, sh);
     send_held(sh);
@@ -358,10 +342,10 @@ static void attach(struct sg_shadow *sh, struct sg_uconn *uc)
 static void attach_h2(struct sg_shadow *sh, struct sg_h2c_sess *s)
 {
     sh->attached = true;
-    sg_h2c_begin(&sh->h2s, s, &shadow_ops, sh);
-    evbuffer_add_buffer(sh->h2s.hdrs, sh->fields);
+    sg_h2c_begin(&sh->up.h2s, s, &shadow_ops, sh);
+    evbuffer_add_buffer(sh->up.h2s.hdrs, sh->fields);
     struct sg_str scheme = sh->m->upstream->protocol == SG_PROTO_H2 ? SG_STR_LIT("https") : SG_STR_LIT("http");
-    if (!sg_h2c_submit(&sh->h2s, sh->method, scheme, sh->host, sh->target, sh->content_length != 0)) {
+    if (!sg_h2c_submit(&sh->up.h2s, sh->method, scheme, sh->host, sh->target, sh->content_length != 0)) {
         shadow_drop(sh, reason_upstream_error);
         return;
     }
@@ -376,7 +360,7 @@ static void acquired(void *arg, struct sg_uconn *uc, const char *err)
         shadow_drop(sh, err == sg_err_overloaded ? reason_overloaded : reason_connect_failed);
         return;
     }
-    if (sh->h2) {
+    if (sh->up.h2) {
         struct sg_h2c_sess *s = sh->acq.session;
         sh->acq.session = NULL;
         attach_h2(sh, s);
@@ -393,11 +377,11 @@ static void begin(struct sg_shadow *sh)
     struct sg_uconn *uc = NULL;
     struct sg_h2c_sess *sess = NULL;
     const char *err = NULL;
-    enum sg_acquire_result res = sh->h2 ? sg_h2c_acquire(sh->pool, &sh->acq, &sess, &err)
+    enum sg_acquire_result res = sh->up.h2 ? sg_h2c_acquire(sh->pool, &sh->acq, &sess, &err)
                                         : sg_pool_acquire(sh->pool, &sh->acq, false, &uc, &err);
     switch (res) {
     case SG_ACQ_READY:
-        if (sh->h2)
+        if (sh->up.h2)
             attach_h2(sh, sess);
         else
             attach(sh, uc);
@@ -423,7 +407,7 @@ bool sg_shadow_start(struct sg_worker *w, struct sg_wsnap *snap, const struct sg
     sh->route = r->route;
     sh->m = r->mirror;
     sh->ups = &snap->ups[r->mirror->upstream->index];
-    sh->h2 = r->mirror->upstream->protocol != SG_PROTO_HTTP1;
+    sh->up.h2 = r->mirror->upstream->protocol != SG_PROTO_HTTP1;
     sh->content_length = r->content_length;
     sh->body_done = r->content_length == 0;
     sh->start_mono_us = sg_mono_us();
@@ -473,7 +457,7 @@ void sg_shadow_body(struct sg_shadow *sh, const char *p, size_t n)
     sh->held += n;
     sh->w->shadow_bytes += n;
     if (sh->attached) {
-        send_body(sh, p, n);
+        sg_ustream_body(&sh->up, p, n);
         return;
     }
     if (!sh->pending && !(sh->pending = evbuffer_new())) {

@@ -1,0 +1,29 @@
+/* The upstream side of one request, whatever the upstream speaks: an
+ * HTTP/1.1 connection (sg_h1c) or a stream on an HTTP/2 session
+ * (sg_h2c_stream). The primary exchange and shadows drive it alike; both
+ * kinds report through the same sg_h1c_owner_ops. */
+#ifndef STRANGLER_USTREAM_H
+#define STRANGLER_USTREAM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "strangler/h1_client.h"
+#include "strangler/h2_client.h"
+
+struct sg_ustream {
+    bool h2; /* chosen from the upstream's protocol before use */
+    struct sg_h1c h1c;
+    struct sg_h2c_stream h2s;
+};
+
+void sg_ustream_body(struct sg_ustream *u, const char *p, size_t n);
+void sg_ustream_end(struct sg_ustream *u);
+bool sg_ustream_congested(const struct sg_ustream *u);
+void sg_ustream_pause(struct sg_ustream *u, bool pause);
+/* Lets go: an HTTP/1.1 connection is reused only when clean, an unfinished
+ * HTTP/2 stream is reset. */
+void sg_ustream_detach(struct sg_ustream *u);
+void sg_ustream_free(struct sg_ustream *u);
+
+#endif
