@@ -73,7 +73,8 @@ struct sg_worker {
     /* Control messages from the main thread (config swap, drain). */
     pthread_mutex_t mbox_lock;
     struct sg_config *mbox_cfg;
-    bool mbox_drain;
+    bool mbox_drain, mbox_stop;
+    int mbox_fd; /* eventfd: the only way other threads wake this loop */
     struct event *mbox_ev;
     struct event *drain_ev;
     bool draining;

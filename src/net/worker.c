@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/random.h>
 #include <unistd.h>
 
@@ -302,20 +303,37 @@ static void worker_drain(struct sg_worker *w)
     sg_worker_maybe_exit(w);
 }
 
+static void worker_stop(struct sg_worker *w);
+
+/* The main thread's messages arrive through an eventfd, so the worker's
+ * event base needs no locks (EVENT_BASE_FLAG_NOLOCK): nothing but this
+ * file descriptor and the mutex-guarded mailbox crosses threads. */
 static void mbox_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct sg_worker *w = arg;
+    uint64_t n;
+    ssize_t r = read(fd, &n, sizeof n);
+    (void)r;
     pthread_mutex_lock(&w->mbox_lock);
     struct sg_config *cfg = w->mbox_cfg;
-    bool drain = w->mbox_drain;
+    bool drain = w->mbox_drain, stop = w->mbox_stop;
     w->mbox_cfg = NULL;
     pthread_mutex_unlock(&w->mbox_lock);
     if (cfg) {
         worker_adopt(w, cfg);
         sg_config_unref(cfg);
     }
-    if (drain)
+    if (stop)
+        worker_stop(w);
+    else if (drain)
         worker_drain(w);
+}
+
+static void mbox_kick(struct sg_worker *w)
+{
+    uint64_t one = 1;
+    ssize_t r = write(w->mbox_fd, &one, sizeof one);
+    (void)r; /* EAGAIN: the counter is already non-zero, a wake-up is pending */
 }
 
 void sg_worker_post_config(struct sg_worker *w, struct sg_config *cfg)
@@ -325,7 +343,7 @@ void sg_worker_post_config(struct sg_worker *w, struct sg_config *cfg)
         sg_config_unref(w->mbox_cfg);
     w->mbox_cfg = sg_config_ref(cfg);
     pthread_mutex_unlock(&w->mbox_lock);
-    event_active(w->mbox_ev, EV_READ, 0);
+    mbox_kick(w);
 }
 
 void sg_worker_post_drain(struct sg_worker *w)
@@ -333,21 +351,37 @@ void sg_worker_post_drain(struct sg_worker *w)
     pthread_mutex_lock(&w->mbox_lock);
     w->mbox_drain = true;
     pthread_mutex_unlock(&w->mbox_lock);
-    event_active(w->mbox_ev, EV_READ, 0);
+    mbox_kick(w);
 }
 
 /* ---- life cycle ------------------------------------------------------------------ */
 
+/* Bufferevents add and delete their write interest around every response;
+ * with the changelist, epoll sees one epoll_ctl per fd per loop turn with
+ * the net change, instead of every intermediate one. */
+static struct event_base *worker_base(void)
+{
+    struct event_config *ec = event_config_new();
+    if (!ec)
+        return NULL;
+    event_config_set_flag(ec, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+    event_config_set_flag(ec, EVENT_BASE_FLAG_NOLOCK); /* see mbox_cb */
+    struct event_base *base = event_base_new_with_config(ec);
+    event_config_free(ec);
+    return base ? base : event_base_new();
+}
+
 int sg_worker_init(struct sg_worker *w, struct sg_server *srv, unsigned id, struct sg_config *cfg)
 {
     memset(w, 0, sizeof *w);
+    w->mbox_fd = -1;
     w->id = id;
     w->server = srv;
     pthread_mutex_init(&w->mbox_lock, NULL);
     if (getrandom(w->rng, sizeof w->rng, 0) != sizeof w->rng)
         for (int i = 0; i < 4; i++)
             w->rng[i] = ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)w ^ ((uint64_t)i * 0x9e3779b97f4a7c15ull);
-    w->base = event_base_new();
+    w->base = worker_base();
     if (!w->base)
         return -1;
     w->dns = evdns_base_new(w->base, EVDNS_BASE_INITIALIZE_NAMESERVERS | EVDNS_BASE_DISABLE_WHEN_INACTIVE);
@@ -358,7 +392,10 @@ int sg_worker_init(struct sg_worker *w, struct sg_server *srv, unsigned id, stru
     w->access_log = evbuffer_new();
     w->defer_ev = event_new(w->base, -1, 0, defer_cb, w);
     w->log_ev = event_new(w->base, -1, 0, log_cb, w);
-    w->mbox_ev = event_new(w->base, -1, 0, mbox_cb, w);
+    w->mbox_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    w->mbox_ev = w->mbox_fd < 0 ? NULL : event_new(w->base, w->mbox_fd, EV_READ | EV_PERSIST, mbox_cb, w);
+    if (w->mbox_ev)
+        event_add(w->mbox_ev, NULL);
     if (!w->dns || !w->metrics || !w->memo || !w->access_log || !w->defer_ev || !w->log_ev || !w->mbox_ev)
         return -1;
     /* The log and the frees run after the turn's other callbacks. */
@@ -419,9 +456,8 @@ void sg_worker_join(struct sg_worker *w)
 }
 
 /* Forced end of a drain: every connection closes, the loop stops. */
-static void stop_cb(evutil_socket_t fd, short what, void *arg)
+static void worker_stop(struct sg_worker *w)
 {
-    struct sg_worker *w = arg;
     worker_drain(w);
     sg_h1s_close_all(w);
     sg_h2s_close_all(w);
@@ -430,7 +466,10 @@ static void stop_cb(evutil_socket_t fd, short what, void *arg)
 
 void sg_worker_post_stop(struct sg_worker *w)
 {
-    event_base_once(w->base, -1, EV_TIMEOUT, stop_cb, w, NULL);
+    pthread_mutex_lock(&w->mbox_lock);
+    w->mbox_stop = true;
+    pthread_mutex_unlock(&w->mbox_lock);
+    mbox_kick(w);
 }
 
 void sg_worker_destroy(struct sg_worker *w)
@@ -452,6 +491,8 @@ void sg_worker_destroy(struct sg_worker *w)
     event_free(w->defer_ev);
     event_free(w->log_ev);
     event_free(w->mbox_ev);
+    if (w->mbox_fd >= 0)
+        close(w->mbox_fd);
     evbuffer_free(w->access_log);
     free(w->memo);
     if (w->base)
