@@ -38,6 +38,10 @@ struct sg_h1_head {
 void sg_h1_head_init(struct sg_h1_head *h, size_t max_bytes);
 void sg_h1_head_reset(struct sg_h1_head *h);
 void sg_h1_head_free(struct sg_h1_head *h);
+/* Gives the buffers back but keeps the limit: an idle keep-alive
+ * connection then holds no head memory (they are allocated again, from
+ * malloc's per-thread cache, by the next request). */
+void sg_h1_head_release(struct sg_h1_head *h);
 /* Returns false when the head would exceed max_bytes (431) or on ENOMEM. */
 bool sg_h1_head_append(struct sg_h1_head *h, enum sg_h1_part part, const char *p, size_t n);
 /* Builds s_* and headers; trims trailing OWS from values. */

@@ -29,6 +29,13 @@ void sg_h1_head_free(struct sg_h1_head *h)
     memset(h, 0, sizeof *h);
 }
 
+void sg_h1_head_release(struct sg_h1_head *h)
+{
+    size_t max = h->max;
+    sg_h1_head_free(h);
+    h->max = max;
+}
+
 static bool grow(struct sg_h1_head *h, size_t n)
 {
     if (h->len + n <= h->cap)

@@ -622,6 +622,9 @@ static void go_idle(struct sg_h1s *s)
 {
     s->state = ST_IDLE;
     head_scan_reset(s);
+    /* Idle keep-alive connections are most of a proxy's connections:
+     * they hold no head memory while they wait. */
+    sg_h1_head_release(&s->head);
     arm_timer(s, limits(s)->idle_timeout_ms);
     /* Pipelined input may already be here: parse it on the next turn, not
      * from inside the callback that finished this exchange. */
