@@ -58,7 +58,9 @@ struct sg_exchange *sg_exchange_new(struct sg_worker *w, const struct sg_downstr
  * ops->done) before it returns. */
 void sg_exchange_start(struct sg_exchange *ex);
 void sg_exchange_request_body(struct sg_exchange *ex, const char *p, size_t n);
-void sg_exchange_request_end(struct sg_exchange *ex);
+/* The request is complete; `trailers` (may be NULL) stay valid, like the
+ * head, until the exchange calls done or is told the client is gone. */
+void sg_exchange_request_end(struct sg_exchange *ex, const struct sg_headers *trailers);
 /* True while the request body should not be read faster. */
 bool sg_exchange_request_congested(const struct sg_exchange *ex);
 /* The downstream drained its output below the low watermark. */

@@ -63,7 +63,7 @@ void sg_h1c_begin(struct sg_h1c *c, struct sg_uconn *uc, const struct sg_h1c_own
 struct evbuffer *sg_h1c_output(struct sg_h1c *c);
 void sg_h1c_head_done(struct sg_h1c *c); /* terminates the head (CRLF) */
 void sg_h1c_body(struct sg_h1c *c, const char *p, size_t n);
-void sg_h1c_end(struct sg_h1c *c);
+void sg_h1c_end(struct sg_h1c *c, const struct sg_headers *trailers);
 bool sg_h1c_congested(const struct sg_h1c *c);
 void sg_h1c_pause(struct sg_h1c *c, bool pause);
 /* Gives the connection back (reused only if the exchange was clean) and

@@ -26,6 +26,7 @@ struct sg_h2c_stream {
     /* request */
     struct evbuffer *hdrs; /* name\0value\0 ... as emitted */
     struct evbuffer *body; /* DATA not yet handed to nghttp2 */
+    struct evbuffer *req_trailers; /* name\0value\0 ..., sent after the DATA */
     bool body_eof, has_body, deferred;
     /* response */
     struct sg_h1_head head, trailers;
@@ -73,7 +74,7 @@ void sg_h2c_emit(void *ctx, struct sg_str name, struct sg_str value);
 bool sg_h2c_submit(struct sg_h2c_stream *st, struct sg_str method, struct sg_str scheme, struct sg_str authority,
                    struct sg_str path, bool has_body);
 void sg_h2c_body(struct sg_h2c_stream *st, const char *p, size_t n);
-void sg_h2c_end(struct sg_h2c_stream *st);
+void sg_h2c_end(struct sg_h2c_stream *st, const struct sg_headers *trailers);
 bool sg_h2c_congested(const struct sg_h2c_stream *st);
 void sg_h2c_pause(struct sg_h2c_stream *st, bool pause);
 /* Leaves the session; an unfinished stream is reset (CANCEL). */

@@ -75,6 +75,14 @@ void sg_headers_forward_request(const struct sg_headers *in, const struct sg_for
 void sg_headers_forward_response(const struct sg_headers *in, const struct sg_header_edits *edits, bool upgrade,
                                  sg_header_emit_fn emit, void *ctx);
 
+/* May this field travel in a trailer section? Not framing (content-length,
+ * transfer-encoding), routing (host), hop-by-hop fields or pseudo-headers
+ * (RFC 9110 6.5.1). */
+bool sg_header_trailer_ok(struct sg_str name);
+
+/* Emits the fields of `trailers` that sg_header_trailer_ok allows. */
+void sg_headers_forward_trailers(const struct sg_headers *trailers, sg_header_emit_fn emit, void *ctx);
+
 /* Validates a client-supplied x-request-id: 1..200 visible ASCII chars. */
 bool sg_request_id_valid(struct sg_str id);
 

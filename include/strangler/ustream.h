@@ -18,7 +18,9 @@ struct sg_ustream {
 };
 
 void sg_ustream_body(struct sg_ustream *u, const char *p, size_t n);
-void sg_ustream_end(struct sg_ustream *u);
+/* The request body is complete; trailers (may be NULL) follow it when the
+ * framing can carry them (chunked HTTP/1.1, HTTP/2). */
+void sg_ustream_end(struct sg_ustream *u, const struct sg_headers *trailers);
 bool sg_ustream_congested(const struct sg_ustream *u);
 void sg_ustream_pause(struct sg_ustream *u, bool pause);
 /* Lets go: an HTTP/1.1 connection is reused only when clean, an unfinished

@@ -266,10 +266,16 @@ void sg_h1c_body(struct sg_h1c *c, const char *p, size_t n)
     }
 }
 
-void sg_h1c_end(struct sg_h1c *c)
+/* Trailers need chunked framing; with a Content-Length there is no place
+ * for them (RFC 9112 7.1.2) and they are dropped. */
+void sg_h1c_end(struct sg_h1c *c, const struct sg_headers *trailers)
 {
-    if (c->chunked_req)
-        evbuffer_add(sg_h1c_output(c), "0\r\n\r\n", 5);
+    if (c->chunked_req) {
+        struct evbuffer *out = sg_h1c_output(c);
+        evbuffer_add(out, "0\r\n", 3);
+        sg_headers_forward_trailers(trailers, sg_h1_emit_field, out);
+        evbuffer_add(out, "\r\n", 2);
+    }
     c->req_done = true;
 }
 

@@ -42,6 +42,7 @@ struct sg_h1s {
     struct bufferevent *bev;
     llhttp_t parser;
     struct sg_h1_head head;
+    struct sg_h1_head trailers; /* of a chunked request body */
     enum h1s_state state;
     struct sg_exchange *ex;
     struct sg_request req;
@@ -142,9 +143,9 @@ static struct sg_h1s *conn_of(llhttp_t *p)
 static int append(llhttp_t *p, enum sg_h1_part part, const char *at, size_t n)
 {
     struct sg_h1s *s = conn_of(p);
-    if (s->state == ST_BODY && part >= SG_H1_FIELD)
-        return 0; /* request trailers: not forwarded (see docs) */
-    if (sg_h1_head_append(&s->head, part, at, n))
+    /* Fields after the body are the trailer section (chunked requests). */
+    struct sg_h1_head *h = s->state == ST_BODY && part >= SG_H1_FIELD ? &s->trailers : &s->head;
+    if (sg_h1_head_append(h, part, at, n))
         return 0;
     s->reject = 431;
     s->reject_text = "request head too large\n";
@@ -158,7 +159,8 @@ static int on_value(llhttp_t *p, const char *at, size_t n) { return append(p, SG
 
 static int on_value_complete(llhttp_t *p)
 {
-    conn_of(p)->head.field_open = false;
+    struct sg_h1s *s = conn_of(p);
+    s->head.field_open = s->trailers.field_open = false;
     return 0;
 }
 
@@ -170,6 +172,7 @@ static int on_message_begin(llhttp_t *p)
         arm_timer(s, limits(s)->header_timeout_ms);
     }
     sg_h1_head_reset(&s->head);
+    sg_h1_head_reset(&s->trailers);
     return 0;
 }
 
@@ -281,9 +284,10 @@ static int on_message_complete(llhttp_t *p)
     struct sg_h1s *s = conn_of(p);
     if (s->state == ST_BODY)
         s->state = ST_WAIT;
-    if (s->ex)
-        sg_exchange_request_end(s->ex);
-    else if (!s->closing && !s->closed && s->state == ST_WAIT)
+    if (s->ex) {
+        bool trailers = s->trailers.n_fields && sg_h1_head_finish(&s->trailers);
+        sg_exchange_request_end(s->ex, trailers ? &s->trailers.headers : NULL);
+    } else if (!s->closing && !s->closed && s->state == ST_WAIT)
         go_idle(s); /* answered already */
     return HPE_PAUSED;
 }
@@ -560,13 +564,7 @@ static void ds_end(void *ds, const struct sg_headers *trailers)
     evbuffer_add(out(s), "0\r\n", 3);
     if (trailers) {
         /* Framing fields never belong in trailers (RFC 9110 6.5.1). */
-        for (size_t i = 0; i < trailers->n; i++) {
-            struct sg_str name = trailers->v[i].name;
-            if (sg_header_is_hop_by_hop(name) || sg_str_ieq_c(name, "content-length") ||
-                sg_str_ieq_c(name, "host"))
-                continue;
-            sg_h1_emit_field(out(s), name, trailers->v[i].value);
-        }
+        sg_headers_forward_trailers(trailers, sg_h1_emit_field, out(s));
     }
     evbuffer_add(out(s), "\r\n", 2);
 }
@@ -625,6 +623,7 @@ static void go_idle(struct sg_h1s *s)
     /* Idle keep-alive connections are most of a proxy's connections:
      * they hold no head memory while they wait. */
     sg_h1_head_release(&s->head);
+    sg_h1_head_release(&s->trailers);
     arm_timer(s, limits(s)->idle_timeout_ms);
     /* Pipelined input may already be here: parse it on the next turn, not
      * from inside the callback that finished this exchange. */
@@ -690,6 +689,7 @@ static void h1s_free(void *arg)
 {
     struct sg_h1s *s = arg;
     sg_h1_head_free(&s->head);
+    sg_h1_head_free(&s->trailers);
     free(s);
 }
 
@@ -776,6 +776,7 @@ void sg_h1s_accept(struct sg_listener_rt *l, int fd, const struct sockaddr *peer
         return;
     }
     sg_h1_head_init(&s->head, limits(s)->max_header_bytes);
+    sg_h1_head_init(&s->trailers, limits(s)->max_header_bytes);
     llhttp_init(&s->parser, HTTP_REQUEST, &h1s_settings);
     s->parser.data = s;
     event_assign(&s->timer, w->base, -1, 0, timer_cb, s);

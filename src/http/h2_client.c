@@ -28,6 +28,7 @@
 
 static void sess_close(struct sg_h2c_sess *s, const char *err);
 static void sess_flush(struct sg_h2c_sess *s);
+static nghttp2_nv *nv_list(struct evbuffer *pairs, size_t reserve, size_t *count);
 
 static struct sg_h2c_stream *stream_of(struct sg_h2c_sess *s, int32_t id)
 {
@@ -183,8 +184,15 @@ static ssize_t read_body(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t l
         st->deferred = true;
         return NGHTTP2_ERR_DEFERRED;
     }
-    if (st->body_eof && evbuffer_get_length(st->body) == 0)
+    if (st->body_eof && evbuffer_get_length(st->body) == 0) {
         *flags |= NGHTTP2_DATA_FLAG_EOF;
+        size_t k;
+        nghttp2_nv *v = evbuffer_get_length(st->req_trailers) ? nv_list(st->req_trailers, 0, &k) : NULL;
+        /* Trailers end the stream instead of this DATA frame (gRPC). */
+        if (v && nghttp2_submit_trailer(ng, id, v, k) == 0)
+            *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+        free(v);
+    }
     return (ssize_t)n;
 }
 
@@ -457,6 +465,9 @@ void sg_h2c_begin(struct sg_h2c_stream *st, struct sg_h2c_sess *s, const struct 
         st->hdrs = evbuffer_new();
     if (!st->body)
         st->body = evbuffer_new();
+    if (!st->req_trailers)
+        st->req_trailers = evbuffer_new();
+    evbuffer_drain(st->req_trailers, evbuffer_get_length(st->req_trailers));
     evbuffer_drain(st->hdrs, evbuffer_get_length(st->hdrs));
     evbuffer_drain(st->body, evbuffer_get_length(st->body));
     sg_h1_head_reset(&st->head);
@@ -475,18 +486,24 @@ void sg_h2c_begin(struct sg_h2c_stream *st, struct sg_h2c_sess *s, const struct 
     event_del(s->idle_timer);
 }
 
-/* Field names go lower-case on the wire (RFC 9113 8.2.1). */
-void sg_h2c_emit(void *ctx, struct sg_str name, struct sg_str value)
+/* Field names go lower-case on the wire (RFC 9113 8.2.1); pairs are kept
+ * as name\0value\0 until they become an nghttp2_nv list. */
+static void emit_pair(void *ctx, struct sg_str name, struct sg_str value)
 {
-    struct sg_h2c_stream *st = ctx;
+    struct evbuffer *b = ctx;
     for (size_t i = 0; i < name.len; i++) {
         char c = name.p[i];
         c = (char)(c >= 'A' && c <= 'Z' ? c + 32 : c);
-        evbuffer_add(st->hdrs, &c, 1);
+        evbuffer_add(b, &c, 1);
     }
-    evbuffer_add(st->hdrs, "", 1);
-    evbuffer_add(st->hdrs, value.p, value.len);
-    evbuffer_add(st->hdrs, "", 1);
+    evbuffer_add(b, "", 1);
+    evbuffer_add(b, value.p, value.len);
+    evbuffer_add(b, "", 1);
+}
+
+void sg_h2c_emit(void *ctx, struct sg_str name, struct sg_str value)
+{
+    emit_pair(((struct sg_h2c_stream *)ctx)->hdrs, name, value);
 }
 
 static nghttp2_nv nv(struct sg_str name, struct sg_str value)
@@ -495,23 +512,19 @@ static nghttp2_nv nv(struct sg_str name, struct sg_str value)
                          NGHTTP2_NV_FLAG_NONE };
 }
 
-bool sg_h2c_submit(struct sg_h2c_stream *st, struct sg_str method, struct sg_str scheme, struct sg_str authority,
-                   struct sg_str path, bool has_body)
+/* An nv list from name\0value\0 pairs, after `reserve` free slots at the
+ * front (for pseudo-headers). The strings stay in `pairs`. */
+static nghttp2_nv *nv_list(struct evbuffer *pairs, size_t reserve, size_t *count)
 {
-    struct sg_h2c_sess *s = st->sess;
-    size_t len = evbuffer_get_length(st->hdrs);
-    char *p = (char *)evbuffer_pullup(st->hdrs, -1);
-    size_t n = 4;
+    size_t len = evbuffer_get_length(pairs);
+    char *p = (char *)evbuffer_pullup(pairs, -1);
+    size_t n = 0;
     for (size_t i = 0; i < len; i++)
         n += p[i] == '\0';
-    nghttp2_nv *v = calloc(n / 2 + 4, sizeof *v);
+    nghttp2_nv *v = calloc(n / 2 + reserve + 1, sizeof *v);
     if (!v)
-        return false;
-    size_t k = 0;
-    v[k++] = nv(SG_STR_LIT(":method"), method);
-    v[k++] = nv(SG_STR_LIT(":scheme"), scheme);
-    v[k++] = nv(SG_STR_LIT(":authority"), authority);
-    v[k++] = nv(SG_STR_LIT(":path"), path);
+        return NULL;
+    size_t k = reserve;
     for (size_t i = 0; i < len;) {
         struct sg_str name = sg_str_c(p + i);
         i += name.len + 1;
@@ -519,6 +532,22 @@ bool sg_h2c_submit(struct sg_h2c_stream *st, struct sg_str method, struct sg_str
         i += value.len + 1;
         v[k++] = nv(name, value);
     }
+    *count = k;
+    return v;
+}
+
+bool sg_h2c_submit(struct sg_h2c_stream *st, struct sg_str method, struct sg_str scheme, struct sg_str authority,
+                   struct sg_str path, bool has_body)
+{
+    struct sg_h2c_sess *s = st->sess;
+    size_t k;
+    nghttp2_nv *v = nv_list(st->hdrs, 4, &k);
+    if (!v)
+        return false;
+    v[0] = nv(SG_STR_LIT(":method"), method);
+    v[1] = nv(SG_STR_LIT(":scheme"), scheme);
+    v[2] = nv(SG_STR_LIT(":authority"), authority);
+    v[3] = nv(SG_STR_LIT(":path"), path);
     st->has_body = has_body;
     nghttp2_data_provider dp = { .source.ptr = st, .read_callback = read_body };
     int32_t id = nghttp2_submit_request(s->ng, NULL, v, k, has_body ? &dp : NULL, st);
@@ -544,8 +573,10 @@ void sg_h2c_body(struct sg_h2c_stream *st, const char *p, size_t n)
         sess_flush(st->sess);
 }
 
-void sg_h2c_end(struct sg_h2c_stream *st)
+void sg_h2c_end(struct sg_h2c_stream *st, const struct sg_headers *trailers)
 {
+    if (st->sess)
+        sg_headers_forward_trailers(trailers, emit_pair, st->req_trailers);
     st->body_eof = true;
     sg_h2c_body(st, NULL, 0);
 }
@@ -595,6 +626,8 @@ void sg_h2c_free(struct sg_h2c_stream *st)
         evbuffer_free(st->hdrs);
     if (st->body)
         evbuffer_free(st->body);
+    if (st->req_trailers)
+        evbuffer_free(st->req_trailers);
     sg_h1_head_free(&st->head);
     sg_h1_head_free(&st->trailers);
 }

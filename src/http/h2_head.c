@@ -113,10 +113,8 @@ void sg_h2_nv_add_trailers(struct sg_h2_nvlist *l, const struct sg_headers *trai
 {
     for (size_t i = 0; i < trailers->n; i++) {
         struct sg_str name = trailers->v[i].name;
-        if (sg_header_is_hop_by_hop(name) || sg_str_ieq_c(name, "content-length") || sg_str_ieq_c(name, "host") ||
-            (name.len && name.p[0] == ':'))
-            continue;
-        sg_h2_nv_add(l, name, trailers->v[i].value);
+        if (sg_header_trailer_ok(name))
+            sg_h2_nv_add(l, name, trailers->v[i].value);
     }
 }
 

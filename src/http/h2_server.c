@@ -43,6 +43,7 @@
 #include "http/h2_internal.h"
 #include "strangler/clock.h"
 #include "strangler/exchange.h"
+#include "strangler/h1.h"
 #include "strangler/log.h"
 #include "strangler/metrics.h"
 #include "strangler/worker.h"
@@ -74,6 +75,7 @@ struct h2s_stream {
     struct sg_exchange *ex; /* NULL once the exchange is done */
     struct evbuffer *body; /* response bytes not yet in DATA frames */
     struct sg_h2_nvlist trailers;
+    struct sg_h1_head req_trailers; /* the client's trailer section, forwarded */
     size_t unconsumed; /* request DATA not yet given back as stream window */
     bool head_done; /* request head complete */
     bool req_ended; /* END_STREAM received */
@@ -144,6 +146,7 @@ static struct h2s_stream *stream_new(struct sg_h2s *c, int32_t id)
     st->id = id;
     sg_h2_head_init(&st->head, (size_t)limits(c)->max_header_bytes);
     sg_h2_nv_init(&st->trailers);
+    sg_h1_head_init(&st->req_trailers, (size_t)limits(c)->max_header_bytes);
     st->next = c->streams;
     if (c->streams)
         c->streams->prev = st;
@@ -157,6 +160,7 @@ static void stream_free(struct h2s_stream *st)
 {
     sg_h2_head_free(&st->head);
     sg_h2_nv_free(&st->trailers);
+    sg_h1_head_free(&st->req_trailers);
     evbuffer_free(st->body);
     free(st);
 }
@@ -430,8 +434,9 @@ static const struct sg_downstream_ops h2s_ops = {
 static void stream_request_end(struct h2s_stream *st)
 {
     st->req_ended = true;
+    bool trailers = st->req_trailers.n_fields && sg_h1_head_finish(&st->req_trailers);
     if (st->ex)
-        sg_exchange_request_end(st->ex);
+        sg_exchange_request_end(st->ex, trailers ? &st->req_trailers.headers : NULL);
 }
 
 static void stream_start(struct h2s_stream *st)
@@ -472,7 +477,7 @@ static void stream_head_complete(struct h2s_stream *st, bool end_stream)
     case SG_H2_REQUEST:
         stream_start(st);
         if (end_stream && st->ex)
-            sg_exchange_request_end(st->ex);
+            sg_exchange_request_end(st->ex, NULL);
         return;
     }
 }
@@ -497,16 +502,26 @@ static int on_begin_headers(nghttp2_session *ngh, const nghttp2_frame *frame, vo
     return 0;
 }
 
-/* Request fields only: request trailers are not forwarded (as on the
- * HTTP/1.1 side), so they are decoded and dropped. */
+/* Request fields, and the trailer section after the body (nghttp2 has
+ * checked it carries no pseudo-headers); trailers over the header limit
+ * reset the stream. */
 static int on_header(nghttp2_session *ngh, const nghttp2_frame *frame, const uint8_t *name, size_t namelen,
                      const uint8_t *value, size_t valuelen, uint8_t flags, void *user)
 {
-    if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
+    if (frame->hd.type != NGHTTP2_HEADERS)
         return 0;
     struct h2s_stream *st = stream_of(ngh, frame->hd.stream_id);
-    if (st)
+    if (!st)
+        return 0;
+    if (frame->headers.cat == NGHTTP2_HCAT_REQUEST) {
         sg_h2_head_field(&st->head, name, namelen, value, valuelen);
+        return 0;
+    }
+    struct sg_h1_head *t = &st->req_trailers;
+    if (!sg_h1_head_append(t, SG_H1_FIELD, (const char *)name, namelen) ||
+        !sg_h1_head_append(t, SG_H1_VALUE, (const char *)value, valuelen))
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    t->field_open = false;
     return 0;
 }
 

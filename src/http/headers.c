@@ -336,3 +336,16 @@ void sg_headers_forward_response(const struct sg_headers *in, const struct sg_he
         emit_upgrade(in, emit, ctx);
     emit_set(edits, emit, ctx);
 }
+
+bool sg_header_trailer_ok(struct sg_str name)
+{
+    return !(sg_header_is_hop_by_hop(name) || sg_str_ieq_c(name, "content-length") || sg_str_ieq_c(name, "host") ||
+             sg_str_ieq_c(name, "trailer") || (name.len && name.p[0] == ':'));
+}
+
+void sg_headers_forward_trailers(const struct sg_headers *trailers, sg_header_emit_fn emit, void *ctx)
+{
+    for (size_t i = 0; trailers && i < trailers->n; i++)
+        if (sg_header_trailer_ok(trailers->v[i].name))
+            emit(ctx, trailers->v[i].name, trailers->v[i].value);
+}

@@ -8,12 +8,12 @@ void sg_ustream_body(struct sg_ustream *u, const char *p, size_t n)
         sg_h1c_body(&u->h1c, p, n);
 }
 
-void sg_ustream_end(struct sg_ustream *u)
+void sg_ustream_end(struct sg_ustream *u, const struct sg_headers *trailers)
 {
     if (u->h2)
-        sg_h2c_end(&u->h2s);
+        sg_h2c_end(&u->h2s, trailers);
     else
-        sg_h1c_end(&u->h1c);
+        sg_h1c_end(&u->h1c, trailers);
 }
 
 bool sg_ustream_congested(const struct sg_ustream *u)

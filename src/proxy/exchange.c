@@ -72,6 +72,7 @@ struct sg_exchange {
      * shadow if it ends first (mirror.h). */
     struct sg_shadow **shadows;
     size_t n_shadows;
+    const struct sg_headers *req_trailers; /* the client's, owned by the downstream */
     struct sg_str *mirrored; /* mirror upstream names, for the access log */
     size_t n_mirrored;
 };
@@ -385,7 +386,7 @@ static void ex_attached(struct sg_exchange *ex)
         send_buffer(ex, ex->pending, true);
     }
     if (ex->req_done)
-        sg_ustream_end(&ex->up);
+        sg_ustream_end(&ex->up, ex->req_trailers);
     timer_start(ex, &ex->try_timer, &ex->try_timer_on, ex->route->retries.per_try_timeout_ms, try_timeout_cb);
     if (!sg_exchange_request_congested(ex))
         ex->ops->pause_request(ex->ds, false);
@@ -583,16 +584,17 @@ void sg_exchange_request_body(struct sg_exchange *ex, const char *p, size_t n)
     evbuffer_add(ex->pending, p, n);
 }
 
-void sg_exchange_request_end(struct sg_exchange *ex)
+void sg_exchange_request_end(struct sg_exchange *ex, const struct sg_headers *trailers)
 {
     ex->req_done = true;
+    ex->req_trailers = trailers && trailers->n ? trailers : NULL;
     for (size_t i = 0; i < ex->n_shadows; i++)
         if (ex->shadows[i])
             sg_shadow_body_end(ex->shadows[i]);
     if (ex->finished)
         return;
     if (ex->attached)
-        sg_ustream_end(&ex->up);
+        sg_ustream_end(&ex->up, ex->req_trailers);
     if (ex->resp_done)
         ex_finish(ex, false);
 }

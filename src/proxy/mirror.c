@@ -143,7 +143,7 @@ static void output_drained(struct evbuffer *buf, const struct evbuffer_cb_info *
 
 static void send_end(struct sg_shadow *sh)
 {
-    sg_ustream_end(&sh->up);
+    sg_ustream_end(&sh->up, NULL); /* shadows copy no trailers */
     sh->sent = true;
 }
 

@@ -1157,12 +1157,13 @@ class Upstream:
             n[0] += len(mv)
             h.update(mv)
 
+        trailers = []
         if _has_token(hdrs.get("transfer-encoding"), "chunked"):
-            reader.read_chunked(take)
+            _, trailers = reader.read_chunked(take)
         elif hdrs.get("content-length") is not None:
             reader.read_exact(int(hdrs.get("content-length")), take)
         rec = {"server": self.name, "method": method, "path": target, "version": version,
-               "headers": [list(x) for x in hdrs], "body_len": n[0],
+               "headers": [list(x) for x in hdrs], "trailers": [list(x) for x in trailers], "body_len": n[0],
                "body_sha256": h.hexdigest(), "conn": cid, "nreq": nreq, "t": time.time()}
         with self.lock:
             self.completed += 1

@@ -77,6 +77,8 @@ class H2Upstream:
                     if isinstance(ev, h2.events.RequestReceived):
                         streams[ev.stream_id] = {"headers": [(k.decode(), v.decode()) for k, v in ev.headers],
                                                  "sha": hashlib.sha256(), "len": 0}
+                    elif isinstance(ev, h2.events.TrailersReceived):
+                        streams[ev.stream_id]["trailers"] = [(k.decode(), v.decode()) for k, v in ev.headers]
                     elif isinstance(ev, h2.events.DataReceived):
                         st = streams[ev.stream_id]
                         st["sha"].update(ev.data)
@@ -99,7 +101,7 @@ class H2Upstream:
             return
         body = json.dumps({"method": hdrs.get(":method"), "path": hdrs.get(":path"),
                            "authority": hdrs.get(":authority"), "scheme": hdrs.get(":scheme"),
-                           "headers": st["headers"], "body_len": st["len"],
+                           "headers": st["headers"], "trailers": st.get("trailers", []), "body_len": st["len"],
                            "body_sha256": st["sha"].hexdigest()}).encode()
         conn.send_headers(sid, [(":status", "200"), ("content-type", "application/json"),
                                 ("content-length", str(len(body)))])
@@ -121,7 +123,7 @@ def route_cfg(up_addr, protocol="h2c", tls=None, workers=2):
     return config({"h2": u}, [{"name": "r", "destinations": [{"upstream": "h2"}]}], workers=workers)
 
 
-def h2_client_request(addr, path, headers=(), body=b""):
+def h2_client_request(addr, path, headers=(), body=b"", trailers=None):
     """One request over HTTP/2 prior knowledge; returns (status, headers, body, trailers)."""
     s = socket.create_connection(addr, timeout=10)
     conn = h2.connection.H2Connection()
@@ -131,7 +133,9 @@ def h2_client_request(addr, path, headers=(), body=b""):
                             (":authority", "test.local"), (":path", path)] + list(headers),
                       end_stream=not body)
     if body:
-        conn.send_data(sid, body, end_stream=True)
+        conn.send_data(sid, body, end_stream=not trailers)
+    if body and trailers:
+        conn.send_headers(sid, list(trailers), end_stream=True)
     s.sendall(conn.data_to_send())
     status, hdrs, data, trailers, done = None, {}, b"", {}, False
     while not done:
@@ -269,6 +273,36 @@ def test_h2_client_requests_are_mirrored():
         eq(shadow.completed, 1, "the HTTP/2 request was mirrored")
         log = [e for e in px.access_log(2) if not e.get("shadow")]
         eq((log[0]["protocol"], log[0]["mirrored"]), ("HTTP/2", ["shadow"]), "primary access-log line")
+
+
+def test_request_trailers_pass_through():
+    """gRPC-style request trailers, from both client protocols, to both upstream protocols."""
+    from harness import Upstream, Client, encode_chunked
+    h2up, h1up = H2Upstream(), Upstream("h1")
+    cfg = config({"h2": {"endpoints": [h2up.addr], "protocol": "h2c"}, "h1": h1up},
+                 [{"name": "to-h1", "match": {"path_prefix": "/h1"}, "destinations": [{"upstream": "h1"}]},
+                  {"name": "to-h2", "destinations": [{"upstream": "h2"}]}])
+    with Proxy(cfg) as px:
+        # HTTP/2 client -> HTTP/2 upstream
+        status, _, data, _ = h2_client_request(px.addr(), "/t", body=b"abc",
+                                               trailers=[("x-checksum", "c1"), ("x-other", "o")])
+        eq(status, 200, "status")
+        eq(json.loads(data)["trailers"], [["x-checksum", "c1"], ["x-other", "o"]], "h2 -> h2 trailers")
+        # HTTP/2 client -> HTTP/1.1 upstream: chunked with trailers
+        status, _, data, _ = h2_client_request(px.addr(), "/h1/t", body=b"abc", trailers=[("x-checksum", "c2")])
+        echo = json.loads(data)
+        eq(echo["trailers"], [["x-checksum", "c2"]], "h2 -> h1 trailers")
+        eq(echo["body_len"], 3, "body")
+        # HTTP/1.1 chunked client -> both
+        for path, want in (("/t", "c3"), ("/h1/t", "c3")):
+            with Client(px.addr()) as c:
+                c.send(b"POST " + path.encode() + b" HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                       b"3\r\nabc\r\n0\r\nX-Checksum: c3\r\nHost: evil\r\n\r\n")
+                r = c.read_response()
+            eq(r.status, 200, "%s: status" % path)
+            got = [[k.lower(), v] for k, v in json.loads(r.body)["trailers"]]
+            eq(got, [["x-checksum", want]], "h1 chunked trailers to %s (Host in trailers dropped)" % path)
+    h2up.stop()
 
 
 def test_nghttpd_upstream_large_body_and_h2load():
