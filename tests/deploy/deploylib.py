@@ -17,6 +17,7 @@ import http.client
 import json
 import os
 import re
+import shutil
 import signal
 import ssl
 import subprocess
@@ -150,6 +151,7 @@ class Strangler:
     def __init__(self, config, env, workdir=None):
         self.config = str(config)
         self.env = env
+        self.own_dir = workdir is None  # a temp dir of ours: removed after a clean stop
         self.dir = Path(workdir or tempfile.mkdtemp(prefix="strangler-deploy-"))
         self.dir.mkdir(parents=True, exist_ok=True)
         self.proc = None
@@ -184,6 +186,8 @@ class Strangler:
         if exc_type is None:
             assert code == 0, "strangler exited with %s:\n%s" % (code, self.stderr_text())
             assert "Sanitizer" not in self.stderr_text(), self.stderr_text()
+            if self.own_dir:  # kept after a failure, for its stdout/stderr
+                shutil.rmtree(self.dir, ignore_errors=True)
 
     def stop(self):
         if self.proc is None:

@@ -11,6 +11,7 @@ $STRANGLER_DEPLOY_CACHE (CMake sets it to <build dir>/deploy-tools) and unpacked
 $STRANGLER_HELM may name another helm 3 binary. If no helm can be had, the test fails: it is
 never skipped."""
 
+import atexit
 import json
 import os
 import re
@@ -32,6 +33,7 @@ CACHE = Path(os.environ.get("STRANGLER_DEPLOY_CACHE") or ROOT / "build" / "deplo
 KUBE_VERSION = "1.29.0"
 _helm = None
 _home = tempfile.mkdtemp(prefix="strangler-helm-home-")
+atexit.register(shutil.rmtree, _home, True)
 
 
 def helm_binary():
