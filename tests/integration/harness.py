@@ -333,12 +333,10 @@ class Proxy:
     def start(self):
         check(os.access(BIN, os.X_OK), "STRANGLER_BIN %r is not an executable" % BIN)
         self.dir = tempfile.mkdtemp(prefix="strangler-it-")
-        self.config_path = os.path.join(self.dir, "strangler.yaml")
         self.ready_path = os.path.join(self.dir, "ready")
         self.stdout_path = os.path.join(self.dir, "stdout.log")
         self.stderr_path = os.path.join(self.dir, "stderr.log")
-        with open(self.config_path, "w") as f:
-            f.write(self.config_text)
+        self.config_path = self._write_config()
         env = dict(os.environ)
         env.update(self.env or {})
         out = open(self.stdout_path, "wb")
@@ -352,6 +350,14 @@ class Proxy:
         _live_proxies.append(self)
         self._wait_ready()
         return self
+
+    def _write_config(self):
+        """Writes the configuration and returns the path strangler is given (subclasses
+        may lay it out differently, e.g. as a Kubernetes ConfigMap volume)."""
+        path = os.path.join(self.dir, "strangler.yaml")
+        with open(path, "w") as f:
+            f.write(self.config_text)
+        return path
 
     def _wait_ready(self):
         want = set(self.listeners) | {"admin"}

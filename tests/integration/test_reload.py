@@ -21,8 +21,8 @@ import threading
 import time
 
 import harness
-from harness import (BIN, Client, ConnectionClosed, Incomplete, Proxy, ProtocolError, Upstream,
-                     build_request, check, config, eq, main, metric_value, request, spawn,
+from harness import (Client, ConnectionClosed, Incomplete, Proxy, ProtocolError, Upstream,
+                     build_request, check, config, eq, main, metric_value, request,
                      tmpdir, wait_until)
 
 SECRET = "s3cr3t-t0ken-Zq9xW"
@@ -150,36 +150,19 @@ class WatchedProxy(Proxy):
         Proxy.__init__(self, text, **kw)
         self.layout = layout
 
-    def start(self):
-        check(os.access(BIN, os.X_OK), "STRANGLER_BIN %r is not an executable" % BIN)
-        self.dir = tempfile.mkdtemp(prefix="strangler-it-")
+    def _write_config(self):
         if self.layout == "shared":
             self.conf_dir = self.dir
         else:
             self.conf_dir = os.path.join(self.dir, "conf")
             os.mkdir(self.conf_dir)
-        self.config_path = os.path.join(self.conf_dir, "strangler.yaml")
-        self.ready_path = os.path.join(self.dir, "ready")
-        self.stdout_path = os.path.join(self.dir, "stdout.log")
-        self.stderr_path = os.path.join(self.dir, "stderr.log")
+        path = os.path.join(self.conf_dir, "strangler.yaml")
         if self.layout == "configmap":
             configmap_write(self.conf_dir, self.config_text)
         else:
-            with open(self.config_path, "w") as f:
+            with open(path, "w") as f:
                 f.write(self.config_text)
-        env = dict(os.environ)
-        env.update(self.env or {})
-        out = open(self.stdout_path, "wb")
-        err = open(self.stderr_path, "wb")
-        try:
-            self.proc = spawn([BIN, "--ready-file", self.ready_path, "-c", self.config_path],
-                              stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env)
-        finally:
-            out.close()
-            err.close()
-        harness._live_proxies.append(self)
-        self._wait_ready()
-        return self
+        return path
 
     def write(self, text, how="rename"):
         if how == "rename":
