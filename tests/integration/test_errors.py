@@ -52,6 +52,21 @@ def test_502_connection_refused():
             check_error(request(p.addr(), "GET", "/refused"), 502, "refused upstream")
 
 
+def test_dead_upstream_under_load_is_not_one_error_line_per_request():
+    with Proxy(simple(["127.0.0.1:%d" % closed_port()])) as p:
+        t0 = time.monotonic()
+        for i in range(300):
+            eq(request(p.addr(), "GET", "/d/%d" % i).status, 502, "request %d" % i)
+        seconds = time.monotonic() - t0
+        log = p.access_log(300)
+        eq({e.get("error") for e in log}, {"upstream connect failed"}, "access-log error field on 502s")
+        lines = [l for l in p.stderr().splitlines() if "connect failed" in l]
+        # At most one line per second per worker's pool (2 workers), however many requests fail.
+        most = 2 * (int(seconds) + 2)
+        check(1 <= len(lines) <= most, "%d error-log lines for 300 failed requests in %.1fs (at most %d):\n%s"
+              % (len(lines), seconds, most, "\n".join(lines[:12])))
+
+
 def test_502_upstream_reset_garbage_or_silent_close():
     up = Upstream("bad")
     with Proxy(simple(up)) as p:
