@@ -17,6 +17,21 @@ struct sg_ustream {
     struct sg_h2c_stream h2s;
 };
 
+/* What an acquire gives: an HTTP/1.1 connection, or an HTTP/2 session
+ * with room for one more stream, as u->h2 says. */
+struct sg_ustream_conn {
+    struct sg_uconn *uc;
+    struct sg_h2c_sess *sess;
+};
+
+/* Gets one from the pool for u's protocol. READY: *got is filled now;
+ * PENDING: a->cb(a->arg, uc, err) runs later, and sg_ustream_arrived gives
+ * what came; FAILED: *err. `fresh` (HTTP/1.1) skips idle connections. */
+enum sg_acquire_result sg_ustream_acquire(const struct sg_ustream *u, struct sg_pool *p, struct sg_acquire *a,
+                                          bool fresh, struct sg_ustream_conn *got, const char **err);
+/* In the acquire callback (without error): what arrived for `a`. */
+struct sg_ustream_conn sg_ustream_arrived(struct sg_acquire *a, struct sg_uconn *uc);
+
 void sg_ustream_body(struct sg_ustream *u, const char *p, size_t n);
 /* The request body is complete; trailers (may be NULL) follow it when the
  * framing can carry them (chunked HTTP/1.1, HTTP/2). */

@@ -1,5 +1,19 @@
 #include "strangler/ustream.h"
 
+enum sg_acquire_result sg_ustream_acquire(const struct sg_ustream *u, struct sg_pool *p, struct sg_acquire *a,
+                                          bool fresh, struct sg_ustream_conn *got, const char **err)
+{
+    *got = (struct sg_ustream_conn){ NULL, NULL };
+    return u->h2 ? sg_h2c_acquire(p, a, &got->sess, err) : sg_pool_acquire(p, a, fresh, &got->uc, err);
+}
+
+struct sg_ustream_conn sg_ustream_arrived(struct sg_acquire *a, struct sg_uconn *uc)
+{
+    struct sg_ustream_conn got = { uc, a->session };
+    a->session = NULL;
+    return got;
+}
+
 void sg_ustream_body(struct sg_ustream *u, const char *p, size_t n)
 {
     if (u->h2)

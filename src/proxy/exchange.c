@@ -427,21 +427,22 @@ static void ex_attach_h2(struct sg_exchange *ex, struct sg_h2c_sess *s)
     ex_attached(ex);
 }
 
+static void ex_connect(struct sg_exchange *ex, struct sg_ustream_conn c)
+{
+    if (ex->up.h2)
+        ex_attach_h2(ex, c.sess);
+    else
+        ex_attach(ex, c.uc);
+}
+
 static void ex_acquired(void *arg, struct sg_uconn *uc, const char *err)
 {
     struct sg_exchange *ex = arg;
     ex->acquiring = false;
-    if (err) {
+    if (err)
         ex_upstream_failed(ex, err, false);
-        return;
-    }
-    if (ex->up.h2) {
-        struct sg_h2c_sess *s = ex->acq.session;
-        ex->acq.session = NULL;
-        ex_attach_h2(ex, s);
-        return;
-    }
-    ex_attach(ex, uc);
+    else
+        ex_connect(ex, sg_ustream_arrived(&ex->acq, uc));
 }
 
 static void ex_attempt(struct sg_exchange *ex)
@@ -450,19 +451,13 @@ static void ex_attempt(struct sg_exchange *ex)
     ex->pool = sg_upstream_pick(ex->ups, ex->w, ex->prev_pool, false);
     ex->pool->in_flight++;
     ex->acq = (struct sg_acquire){ ex_acquired, ex, NULL, NULL };
-    struct sg_uconn *uc = NULL;
-    struct sg_h2c_sess *sess = NULL;
+    struct sg_ustream_conn got;
     const char *err = NULL;
     bool fresh = ex->fresh;
     ex->fresh = false;
-    enum sg_acquire_result res = ex->up.h2 ? sg_h2c_acquire(ex->pool, &ex->acq, &sess, &err)
-                                        : sg_pool_acquire(ex->pool, &ex->acq, fresh, &uc, &err);
-    switch (res) {
+    switch (sg_ustream_acquire(&ex->up, ex->pool, &ex->acq, fresh, &got, &err)) {
     case SG_ACQ_READY:
-        if (ex->up.h2)
-            ex_attach_h2(ex, sess);
-        else
-            ex_attach(ex, uc);
+        ex_connect(ex, got);
         break;
     case SG_ACQ_PENDING:
         ex->acquiring = true;

@@ -352,6 +352,14 @@ static void attach_h2(struct sg_shadow *sh, struct sg_h2c_sess *s)
     send_held(sh);
 }
 
+static void shadow_connect(struct sg_shadow *sh, struct sg_ustream_conn c)
+{
+    if (sh->up.h2)
+        attach_h2(sh, c.sess);
+    else
+        attach(sh, c.uc);
+}
+
 static void acquired(void *arg, struct sg_uconn *uc, const char *err)
 {
     struct sg_shadow *sh = arg;
@@ -360,13 +368,7 @@ static void acquired(void *arg, struct sg_uconn *uc, const char *err)
         shadow_drop(sh, err == sg_err_overloaded ? reason_overloaded : reason_connect_failed);
         return;
     }
-    if (sh->up.h2) {
-        struct sg_h2c_sess *s = sh->acq.session;
-        sh->acq.session = NULL;
-        attach_h2(sh, s);
-        return;
-    }
-    attach(sh, uc);
+    shadow_connect(sh, sg_ustream_arrived(&sh->acq, uc));
 }
 
 static void begin(struct sg_shadow *sh)
@@ -374,17 +376,11 @@ static void begin(struct sg_shadow *sh)
     sh->pool = sg_upstream_pick(sh->ups, sh->w, NULL, true);
     sh->pool->in_flight++;
     sh->acq = (struct sg_acquire){ acquired, sh, NULL, NULL };
-    struct sg_uconn *uc = NULL;
-    struct sg_h2c_sess *sess = NULL;
+    struct sg_ustream_conn got;
     const char *err = NULL;
-    enum sg_acquire_result res = sh->up.h2 ? sg_h2c_acquire(sh->pool, &sh->acq, &sess, &err)
-                                        : sg_pool_acquire(sh->pool, &sh->acq, false, &uc, &err);
-    switch (res) {
+    switch (sg_ustream_acquire(&sh->up, sh->pool, &sh->acq, false, &got, &err)) {
     case SG_ACQ_READY:
-        if (sh->up.h2)
-            attach_h2(sh, sess);
-        else
-            attach(sh, uc);
+        shadow_connect(sh, got);
         break;
     case SG_ACQ_PENDING:
         break;
