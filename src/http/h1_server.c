@@ -25,6 +25,7 @@
 #include "strangler/exchange.h"
 #include "strangler/h1.h"
 #include "strangler/h2_server.h"
+#include "strangler/io.h"
 #include "strangler/log.h"
 #include "strangler/tls.h"
 #include "strangler/worker.h"
@@ -738,8 +739,14 @@ static struct bufferevent *new_bev(struct sg_listener_rt *l, int fd)
 {
     int opts = BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS;
     SSL_CTX *ctx = l->tls ? sg_tls_ctx(l->worker->snap->cfg, l->index) : NULL;
-    if (!ctx)
-        return l->tls ? NULL : bufferevent_socket_new(l->worker->base, fd, opts);
+    if (!ctx) {
+        if (l->tls)
+            return NULL;
+        struct bufferevent *bev = bufferevent_socket_new(l->worker->base, fd, opts);
+        if (bev)
+            sg_io_autoflush(bev);
+        return bev;
+    }
     SSL *ssl = SSL_new(ctx);
     if (!ssl)
         return NULL;

@@ -15,6 +15,7 @@
 #include "strangler/h1_server.h"
 #include "strangler/h2_client.h"
 #include "strangler/h2_server.h"
+#include "strangler/io.h"
 #include "strangler/log.h"
 #include "strangler/mirror.h"
 #include "strangler/pool.h"
@@ -432,6 +433,8 @@ int sg_worker_listen(struct sg_worker *w, const int *fds, size_t n, char *const 
 static void *worker_main(void *arg)
 {
     struct sg_worker *w = arg;
+    if (sg_io_thread_enter(w->base) < 0)
+        sg_warn("worker %u: write-through off (out of memory)", w->id);
     event_base_dispatch(w->base);
     sg_h1s_close_all(w);
     sg_h2s_close_all(w);
@@ -440,6 +443,7 @@ static void *worker_main(void *arg)
         sg_h2c_close_all(p); /* upstream HTTP/2 sessions, while the loop's objects still exist */
     defer_cb(-1, 0, w);
     log_flush(w);
+    sg_io_thread_leave();
     if (w->server->on_worker_exit)
         w->server->on_worker_exit(w->server);
     return NULL;

@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "strangler/clock.h"
+#include "strangler/io.h"
 #include "strangler/h2_client.h"
 #include "strangler/log.h"
 #include "strangler/tls.h"
@@ -382,6 +383,8 @@ static void connect_event_cb(struct bufferevent *bev, short what, void *arg)
     }
     int one = 1;
     setsockopt(bufferevent_getfd(bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (!c->pool->ssl_ctx)
+        sg_io_autoflush(bev);
     uconn_timer(c, 0);
     struct sg_acquire *a = c->waiter;
     c->waiter = NULL;

@@ -1,0 +1,34 @@
+/* Write-through for plaintext socket bufferevents.
+ *
+ * A bufferevent writes only when epoll reports its socket writable: every
+ * response costs an epoll_ctl to add write interest, a loop turn to learn
+ * what is almost always true (the socket has room), the write, and another
+ * epoll_ctl to drop the interest. nginx and HAProxy write at once and wait
+ * for EPOLLOUT only when the kernel's buffer is full.
+ *
+ * sg_io_autoflush() gives a connected plaintext bufferevent that behaviour:
+ * whatever is added to its output during a loop turn is written at the end
+ * of that turn's callbacks, from the worker's own event (never from inside
+ * the code that added it). When everything is written, the write interest
+ * the bufferevent asked for is withdrawn before the changelist reaches
+ * epoll, so no epoll_ctl happens; the owner's write callback runs as
+ * libevent would run it. A short write or an error leaves the bufferevent
+ * as it was: libevent's own write event takes over (and reports errors).
+ *
+ * Never for TLS bufferevents (the bytes are ciphertext there), never before
+ * a connect completed (the pending write event is the connect's). */
+#ifndef STRANGLER_IO_H
+#define STRANGLER_IO_H
+
+struct bufferevent;
+struct event_base;
+
+/* Per worker thread, before its loop runs / after it ended. */
+int sg_io_thread_enter(struct event_base *base);
+void sg_io_thread_leave(void);
+
+/* Connected plaintext socket bufferevent of this thread's base. A no-op on a
+ * thread that did not enter. */
+void sg_io_autoflush(struct bufferevent *bev);
+
+#endif

@@ -1,0 +1,147 @@
+/* Write-through for plaintext socket bufferevents: see include/strangler/io.h. */
+#include "strangler/io.h"
+
+#include <stdbool.h>
+#include <stdlib.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_struct.h>
+#include <event2/event.h>
+
+#include "strangler/log.h"
+
+/* The bufferevents written to during this loop turn, each holding a
+ * reference so that one freed by its owner meanwhile stays valid (and its
+ * socket open) until it is looked at. Two arrays: one is flushed while the
+ * other collects what the owners' write callbacks add. */
+struct flushq {
+    struct event *ev;
+    struct bufferevent **v, **spare;
+    size_t n, cap, spare_cap;
+};
+
+static _Thread_local struct flushq *tq;
+
+static bool flushable(struct bufferevent *bev)
+{
+    bufferevent_data_cb rcb, wcb;
+    bufferevent_event_cb ecb;
+    void *arg;
+    bufferevent_getcb(bev, &rcb, &wcb, &ecb, &arg);
+    /* No callbacks: freed, or parked between owners; leave it to libevent. */
+    if (!rcb && !wcb && !ecb)
+        return false;
+    return (bufferevent_get_enabled(bev) & EV_WRITE) && event_pending(&bev->ev_write, EV_WRITE, NULL) &&
+           evbuffer_get_length(bufferevent_get_output(bev)) > 0;
+}
+
+static void flush_one(struct bufferevent *bev)
+{
+    if (!flushable(bev))
+        return;
+    struct evbuffer *out = bufferevent_get_output(bev);
+    evutil_socket_t fd = bufferevent_getfd(bev);
+    if (fd < 0)
+        return;
+    /* Socket bufferevents keep the front of their output frozen and thaw it
+     * around their own writes; so do we. */
+    evbuffer_unfreeze(out, 1);
+    int wrote = evbuffer_write(out, fd);
+    evbuffer_freeze(out, 1);
+    if (wrote <= 0)
+        return; /* EAGAIN or an error: libevent's write event sees it */
+    size_t left = evbuffer_get_length(out);
+    if (left == 0)
+        event_del(&bev->ev_write); /* as libevent's write callback does */
+    bufferevent_data_cb rcb, wcb;
+    bufferevent_event_cb ecb;
+    void *arg;
+    bufferevent_getcb(bev, &rcb, &wcb, &ecb, &arg);
+    size_t low = 0, high = 0;
+    bufferevent_getwatermark(bev, EV_WRITE, &low, &high);
+    if (wcb && left <= low)
+        wcb(bev, arg);
+}
+
+static void flush_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct flushq *q = arg;
+    struct bufferevent **v = q->v;
+    size_t n = q->n, cap = q->cap;
+    q->v = q->spare;
+    q->cap = q->spare_cap;
+    q->n = 0;
+    for (size_t i = 0; i < n; i++) {
+        flush_one(v[i]);
+        bufferevent_decref(v[i]);
+    }
+    q->spare = v;
+    q->spare_cap = cap;
+}
+
+static void out_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
+{
+    (void)buf;
+    struct flushq *q = tq;
+    struct bufferevent *bev = arg;
+    if (!info->n_added || !q)
+        return;
+    if (q->n && q->v[q->n - 1] == bev)
+        return; /* a head is written in several pieces */
+    if (q->n == q->cap) {
+        size_t cap = q->cap ? q->cap * 2 : 64;
+        struct bufferevent **v = realloc(q->v, cap * sizeof *v);
+        if (!v)
+            return; /* libevent's write event still writes it */
+        q->v = v;
+        q->cap = cap;
+    }
+    bufferevent_incref(bev);
+    q->v[q->n++] = bev;
+    if (q->n == 1)
+        event_active(q->ev, EV_WRITE, 0);
+}
+
+void sg_io_autoflush(struct bufferevent *bev)
+{
+    if (!tq)
+        return;
+    if (!evbuffer_add_cb(bufferevent_get_output(bev), out_cb, bev))
+        sg_warn("write-through unavailable for a connection (out of memory)");
+    /* What was added before (a response queued while connecting) goes too. */
+    if (evbuffer_get_length(bufferevent_get_output(bev))) {
+        struct evbuffer_cb_info info = { .n_added = 1 };
+        out_cb(NULL, &info, bev);
+    }
+}
+
+int sg_io_thread_enter(struct event_base *base)
+{
+    struct flushq *q = calloc(1, sizeof *q);
+    if (!q)
+        return -1;
+    q->ev = event_new(base, -1, 0, flush_cb, q);
+    if (!q->ev) {
+        free(q);
+        return -1;
+    }
+    tq = q;
+    return 0;
+}
+
+void sg_io_thread_leave(void)
+{
+    struct flushq *q = tq;
+    if (!q)
+        return;
+    tq = NULL;
+    for (size_t i = 0; i < q->n; i++)
+        bufferevent_decref(q->v[i]);
+    event_free(q->ev);
+    free(q->v);
+    free(q->spare);
+    free(q);
+}
