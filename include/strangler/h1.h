@@ -12,6 +12,8 @@
 #include "strangler/headers.h"
 #include "strangler/str.h"
 
+struct evbuffer;
+
 enum sg_h1_part { SG_H1_METHOD, SG_H1_URL, SG_H1_STATUS, SG_H1_FIELD, SG_H1_VALUE };
 
 struct sg_h1_span {
@@ -50,5 +52,11 @@ bool sg_h1_head_finish(struct sg_h1_head *h);
 /* An sg_header_emit_fn writing "name: value\r\n" to the evbuffer ctx: how
  * every HTTP/1.1 head this proxy sends is serialised. */
 void sg_h1_emit_field(void *ctx, struct sg_str name, struct sg_str value);
+/* "Content-Length: N\r\n", and one chunk of a chunked body: without printf,
+ * which costs more than the rest of the head on the request path. */
+void sg_h1_emit_content_length(struct evbuffer *out, uint64_t n);
+void sg_h1_emit_chunk(struct evbuffer *out, const char *p, size_t n);
+/* Digits of v in base 10 or 16 (lower case) at dst (room for 20); returns how many. */
+size_t sg_fmt_u64(char *dst, uint64_t v, unsigned base);
 
 #endif

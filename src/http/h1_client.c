@@ -227,16 +227,33 @@ void sg_h1c_begin(struct sg_h1c *c, struct sg_uconn *uc, const struct sg_h1c_own
     c->content_length = -1;
     uc->requests++;
     struct evbuffer *out = bufferevent_get_output(uc->bev);
-    evbuffer_add(out, r->method.p, r->method.len);
-    evbuffer_add(out, " ", 1);
-    evbuffer_add(out, r->target.p, r->target.len);
-    evbuffer_add(out, " HTTP/1.1\r\nHost: ", 17);
-    evbuffer_add(out, r->host.p, r->host.len);
-    evbuffer_add(out, "\r\n", 2);
+    char line[1024];
+    size_t need = r->method.len + r->target.len + r->host.len + 20;
+    if (need <= sizeof line) { /* one add: every add runs the buffer's callbacks */
+        size_t len = 0;
+        memcpy(line, r->method.p, r->method.len);
+        len += r->method.len;
+        line[len++] = ' ';
+        memcpy(line + len, r->target.p, r->target.len);
+        len += r->target.len;
+        memcpy(line + len, " HTTP/1.1\r\nHost: ", 17);
+        len += 17;
+        memcpy(line + len, r->host.p, r->host.len);
+        len += r->host.len;
+        memcpy(line + len, "\r\n", 2);
+        evbuffer_add(out, line, len + 2);
+    } else {
+        evbuffer_add(out, r->method.p, r->method.len);
+        evbuffer_add(out, " ", 1);
+        evbuffer_add(out, r->target.p, r->target.len);
+        evbuffer_add(out, " HTTP/1.1\r\nHost: ", 17);
+        evbuffer_add(out, r->host.p, r->host.len);
+        evbuffer_add(out, "\r\n", 2);
+    }
     if (r->content_length < 0)
         evbuffer_add(out, "Transfer-Encoding: chunked\r\n", 28);
     else if (r->content_length > 0)
-        evbuffer_add_printf(out, "Content-Length: %lld\r\n", (long long)r->content_length);
+        sg_h1_emit_content_length(out, (uint64_t)r->content_length);
     bufferevent_setcb(uc->bev, h1c_read_cb, h1c_write_cb, h1c_event_cb, c);
     bufferevent_setwatermark(uc->bev, EV_WRITE, H1C_OUT_LOW, 0);
     bufferevent_enable(uc->bev, EV_READ | EV_WRITE);
@@ -258,9 +275,7 @@ void sg_h1c_body(struct sg_h1c *c, const char *p, size_t n)
         return;
     struct evbuffer *out = sg_h1c_output(c);
     if (c->chunked_req) {
-        evbuffer_add_printf(out, "%zx\r\n", n);
-        evbuffer_add(out, p, n);
-        evbuffer_add(out, "\r\n", 2);
+        sg_h1_emit_chunk(out, p, n);
     } else {
         evbuffer_add(out, p, n);
     }

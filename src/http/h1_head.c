@@ -133,11 +133,52 @@ bool sg_h1_head_finish(struct sg_h1_head *h)
     return true;
 }
 
+/* One evbuffer_add per field line: every add runs the buffer's callbacks. */
 void sg_h1_emit_field(void *ctx, struct sg_str name, struct sg_str value)
 {
     struct evbuffer *out = ctx;
+    char line[512];
+    if (name.len + value.len + 4 <= sizeof line) {
+        memcpy(line, name.p, name.len);
+        memcpy(line + name.len, ": ", 2);
+        memcpy(line + name.len + 2, value.p, value.len);
+        memcpy(line + name.len + 2 + value.len, "\r\n", 2);
+        evbuffer_add(out, line, name.len + value.len + 4);
+        return;
+    }
     evbuffer_add(out, name.p, name.len);
     evbuffer_add(out, ": ", 2);
     evbuffer_add(out, value.p, value.len);
+    evbuffer_add(out, "\r\n", 2);
+}
+
+size_t sg_fmt_u64(char *dst, uint64_t v, unsigned base)
+{
+    char tmp[24];
+    size_t n = 0;
+    do {
+        tmp[n++] = "0123456789abcdef"[v % base];
+        v /= base;
+    } while (v);
+    for (size_t i = 0; i < n; i++)
+        dst[i] = tmp[n - 1 - i];
+    return n;
+}
+
+void sg_h1_emit_content_length(struct evbuffer *out, uint64_t n)
+{
+    char line[48] = "Content-Length: ";
+    size_t len = 16 + sg_fmt_u64(line + 16, n, 10);
+    memcpy(line + len, "\r\n", 2);
+    evbuffer_add(out, line, len + 2);
+}
+
+void sg_h1_emit_chunk(struct evbuffer *out, const char *p, size_t n)
+{
+    char size[24];
+    size_t len = sg_fmt_u64(size, n, 16);
+    memcpy(size + len, "\r\n", 2);
+    evbuffer_add(out, size, len + 2);
+    evbuffer_add(out, p, n);
     evbuffer_add(out, "\r\n", 2);
 }

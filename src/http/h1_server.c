@@ -492,7 +492,13 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
 
 static void status_line(struct sg_h1s *s, int status)
 {
-    evbuffer_add_printf(out(s), "HTTP/1.1 %d %s\r\n", status, reason(status));
+    char line[64] = "HTTP/1.1 ";
+    const char *why = reason(status);
+    size_t len = 9 + sg_fmt_u64(line + 9, (uint64_t)status, 10), wlen = strlen(why);
+    line[len++] = ' ';
+    memcpy(line + len, why, wlen); /* the longest reason is 31 bytes */
+    memcpy(line + len + wlen, "\r\n", 2);
+    evbuffer_add(out(s), line, len + wlen + 2);
 }
 
 static void ds_expect_continue(void *ds)
@@ -525,9 +531,9 @@ static void ds_head(void *ds, int status, const struct sg_headers *h, const stru
         /* Upgrade + Connection were emitted by the forward rules. */
     } else if (s->resp_no_body) {
         if (content_length >= 0 && status != 204 && status >= 200)
-            evbuffer_add_printf(o, "Content-Length: %lld\r\n", (long long)content_length);
+            sg_h1_emit_content_length(o, (uint64_t)content_length);
     } else if (content_length >= 0) {
-        evbuffer_add_printf(o, "Content-Length: %lld\r\n", (long long)content_length);
+        sg_h1_emit_content_length(o, (uint64_t)content_length);
     } else if (!s->http10) {
         evbuffer_add(o, "Transfer-Encoding: chunked\r\n", 28);
         s->resp_chunked = true;
@@ -549,9 +555,7 @@ static void ds_body(void *ds, const char *p, size_t n)
     if (s->resp_no_body || n == 0)
         return;
     if (s->resp_chunked) {
-        evbuffer_add_printf(out(s), "%zx\r\n", n);
-        evbuffer_add(out(s), p, n);
-        evbuffer_add(out(s), "\r\n", 2);
+        sg_h1_emit_chunk(out(s), p, n);
     } else {
         evbuffer_add(out(s), p, n);
     }

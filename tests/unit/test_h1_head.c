@@ -7,6 +7,11 @@
 
 #include <cmocka.h>
 
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+
 #include "strangler/h1.h"
 
 static void feed_request(struct sg_h1_head *h)
@@ -71,12 +76,62 @@ static void test_release_then_reuse(void **state)
     sg_h1_head_free(&h);
 }
 
+static char *drain(struct evbuffer *b)
+{
+    size_t n = evbuffer_get_length(b);
+    char *s = calloc(1, n + 1);
+    evbuffer_remove(b, s, n);
+    return s;
+}
+
+/* The printf-free serialisers must write exactly what printf would. */
+static void test_serialisers(void **state)
+{
+    (void)state;
+    char d[24];
+    assert_int_equal(sg_fmt_u64(d, 0, 10), 1);
+    assert_memory_equal(d, "0", 1);
+    assert_int_equal(sg_fmt_u64(d, UINT64_MAX, 10), 20);
+    assert_memory_equal(d, "18446744073709551615", 20);
+    assert_int_equal(sg_fmt_u64(d, 0x1a2bULL, 16), 4);
+    assert_memory_equal(d, "1a2b", 4);
+
+    struct evbuffer *b = evbuffer_new();
+    sg_h1_emit_content_length(b, 0);
+    sg_h1_emit_content_length(b, 1234567890123ULL);
+    char *s = drain(b);
+    assert_string_equal(s, "Content-Length: 0\r\nContent-Length: 1234567890123\r\n");
+    free(s);
+
+    sg_h1_emit_chunk(b, "hello", 5);
+    char big[300];
+    memset(big, 'x', sizeof big);
+    sg_h1_emit_chunk(b, big, sizeof big);
+    s = drain(b);
+    assert_int_equal(strlen(s), 3 + 5 + 2 + 5 + 300 + 2);
+    assert_memory_equal(s, "5\r\nhello\r\n12c\r\nx", 16);
+    free(s);
+
+    /* Short lines go out in one piece, long ones in four: same bytes. */
+    sg_h1_emit_field(b, SG_STR_LIT("a"), SG_STR_LIT("b"));
+    char longv[600];
+    memset(longv, 'v', sizeof longv);
+    sg_h1_emit_field(b, SG_STR_LIT("long"), (struct sg_str){ longv, sizeof longv });
+    s = drain(b);
+    assert_memory_equal(s, "a: b\r\nlong: vvv", 15);
+    assert_int_equal(strlen(s), 6 + 4 + 2 + 600 + 2);
+    assert_memory_equal(s + strlen(s) - 3, "v\r\n", 3);
+    free(s);
+    evbuffer_free(b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_pieces_and_finish),
         cmocka_unit_test(test_limit_counts_separators),
         cmocka_unit_test(test_release_then_reuse),
+        cmocka_unit_test(test_serialisers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
