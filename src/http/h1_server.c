@@ -43,7 +43,7 @@ struct sg_h1s {
     struct bufferevent *bev;
     llhttp_t parser;
     struct sg_h1_head head;
-    struct sg_h1_head trailers; /* of a chunked request body */
+    struct sg_h1_head *trailers; /* of a chunked request body; made when the first one arrives */
     enum h1s_state state;
     struct sg_exchange *ex;
     struct sg_request req;
@@ -56,9 +56,19 @@ struct sg_h1s {
     char prev; /* bare CR/LF check: last head byte, current line length */
     size_t line_len;
     bool seen_line, head_end, in_name;
-    struct event timer, resume_ev;
+    bool park_armed; /* the timer parks the connection rather than ending it */
+    int parked_fd; /* >= 0 while parked: no bufferevent, the timer watches the socket */
+    uint64_t idle_left_ms; /* of the idle timeout, once parked */
+    struct event timer;
     struct sg_h1s *prev_conn, *next_conn;
 };
+
+/* A keep-alive connection idle this long gives its bufferevent back (about
+ * 900 bytes with its two buffers) and waits with one event on its socket:
+ * most of a proxy's connections are idle. Connections that carry a steady
+ * stream of requests never wait this long and never pay for the round
+ * trip through malloc. */
+#define PARK_AFTER_MS 100u
 
 static void h1s_close(struct sg_h1s *s);
 static void h1s_process(struct sg_h1s *s);
@@ -117,9 +127,17 @@ static void arm_timer(struct sg_h1s *s, uint64_t ms)
     }
 }
 
+static bool park(struct sg_h1s *s, uint64_t left_ms);
+
 static void timer_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct sg_h1s *s = arg;
+    if (s->state == ST_IDLE && s->park_armed) {
+        s->park_armed = false;
+        if (!park(s, s->idle_left_ms))
+            arm_timer(s, s->idle_left_ms);
+        return;
+    }
     /* A partial head gets 408 (slowloris); a connection that never sent
      * a byte is simply closed, as nginx does. */
     bool partial = s->line_len > 0 || s->seen_line;
@@ -145,8 +163,13 @@ static int append(llhttp_t *p, enum sg_h1_part part, const char *at, size_t n)
 {
     struct sg_h1s *s = conn_of(p);
     /* Fields after the body are the trailer section (chunked requests). */
-    struct sg_h1_head *h = s->state == ST_BODY && part >= SG_H1_FIELD ? &s->trailers : &s->head;
-    if (sg_h1_head_append(h, part, at, n))
+    struct sg_h1_head *h = &s->head;
+    if (s->state == ST_BODY && part >= SG_H1_FIELD) {
+        if (!s->trailers && (s->trailers = malloc(sizeof *s->trailers)) != NULL)
+            sg_h1_head_init(s->trailers, s->head.max);
+        h = s->trailers;
+    }
+    if (h && sg_h1_head_append(h, part, at, n))
         return 0;
     s->reject = 431;
     s->reject_text = "request head too large\n";
@@ -161,7 +184,9 @@ static int on_value(llhttp_t *p, const char *at, size_t n) { return append(p, SG
 static int on_value_complete(llhttp_t *p)
 {
     struct sg_h1s *s = conn_of(p);
-    s->head.field_open = s->trailers.field_open = false;
+    s->head.field_open = false;
+    if (s->trailers)
+        s->trailers->field_open = false;
     return 0;
 }
 
@@ -173,7 +198,8 @@ static int on_message_begin(llhttp_t *p)
         arm_timer(s, limits(s)->header_timeout_ms);
     }
     sg_h1_head_reset(&s->head);
-    sg_h1_head_reset(&s->trailers);
+    if (s->trailers)
+        sg_h1_head_reset(s->trailers);
     return 0;
 }
 
@@ -286,8 +312,8 @@ static int on_message_complete(llhttp_t *p)
     if (s->state == ST_BODY)
         s->state = ST_WAIT;
     if (s->ex) {
-        bool trailers = s->trailers.n_fields && sg_h1_head_finish(&s->trailers);
-        sg_exchange_request_end(s->ex, trailers ? &s->trailers.headers : NULL);
+        bool trailers = s->trailers && s->trailers->n_fields && sg_h1_head_finish(s->trailers);
+        sg_exchange_request_end(s->ex, trailers ? &s->trailers->headers : NULL);
     } else if (!s->closing && !s->closed && s->state == ST_WAIT)
         go_idle(s); /* answered already */
     return HPE_PAUSED;
@@ -458,11 +484,6 @@ static void read_cb(struct bufferevent *bev, void *arg)
     h1s_process(arg);
 }
 
-static void resume_cb(evutil_socket_t fd, short what, void *arg)
-{
-    h1s_process(arg);
-}
-
 static void write_cb(struct bufferevent *bev, void *arg)
 {
     struct sg_h1s *s = arg;
@@ -621,6 +642,15 @@ static void ds_abort(void *ds)
     h1s_close(s);
 }
 
+static void free_trailers(struct sg_h1s *s)
+{
+    if (s->trailers) {
+        sg_h1_head_free(s->trailers);
+        free(s->trailers);
+        s->trailers = NULL;
+    }
+}
+
 static void go_idle(struct sg_h1s *s)
 {
     s->state = ST_IDLE;
@@ -628,11 +658,15 @@ static void go_idle(struct sg_h1s *s)
     /* Idle keep-alive connections are most of a proxy's connections:
      * they hold no head memory while they wait. */
     sg_h1_head_release(&s->head);
-    sg_h1_head_release(&s->trailers);
-    arm_timer(s, limits(s)->idle_timeout_ms);
+    free_trailers(s);
+    /* Parking needs the socket itself: not under TLS. 0 = no idle timeout. */
+    uint64_t idle = limits(s)->idle_timeout_ms;
+    s->park_armed = !s->l->tls && (idle == 0 || idle > PARK_AFTER_MS);
+    s->idle_left_ms = s->park_armed && idle ? idle - PARK_AFTER_MS : idle;
+    arm_timer(s, s->park_armed ? PARK_AFTER_MS : idle);
     /* Pipelined input may already be here: parse it on the next turn, not
      * from inside the callback that finished this exchange. */
-    event_active(&s->resume_ev, EV_READ, 0);
+    bufferevent_trigger(s->bev, EV_READ, BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
 }
 
 static void ds_done(void *ds, bool close)
@@ -694,7 +728,7 @@ static void h1s_free(void *arg)
 {
     struct sg_h1s *s = arg;
     sg_h1_head_free(&s->head);
-    sg_h1_head_free(&s->trailers);
+    free_trailers(s);
     free(s);
 }
 
@@ -710,10 +744,12 @@ static void h1s_close(struct sg_h1s *s)
         sg_exchange_downstream_gone(ex);
     }
     event_del(&s->timer);
-    event_del(&s->resume_ev);
     if (s->bev)
         bufferevent_free(s->bev);
     s->bev = NULL;
+    if (s->parked_fd >= 0)
+        close(s->parked_fd);
+    s->parked_fd = -1;
     struct sg_worker *w = s->w;
     if (s->prev_conn)
         s->prev_conn->next_conn = s->next_conn;
@@ -764,6 +800,57 @@ static struct bufferevent *new_bev(struct sg_listener_rt *l, int fd)
     return bev;
 }
 
+static void attach_bev(struct sg_h1s *s)
+{
+    bufferevent_setcb(s->bev, read_cb, write_cb, event_cb, s);
+    bufferevent_setwatermark(s->bev, EV_READ, 0, IN_HIGH);
+    bufferevent_setwatermark(s->bev, EV_WRITE, OUT_LOW, 0);
+    bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+}
+
+/* The socket of a parked connection became readable (a request, or EOF),
+ * or its idle timeout passed. */
+static void parked_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct sg_h1s *s = arg;
+    if (!(what & EV_READ)) {
+        h1s_close(s);
+        return;
+    }
+    s->parked_fd = -1;
+    event_assign(&s->timer, s->w->base, -1, 0, timer_cb, s);
+    s->bev = new_bev(s->l, fd);
+    if (!s->bev) {
+        close(fd);
+        h1s_close(s);
+        return;
+    }
+    attach_bev(s);
+    /* The bufferevent reads on the next turn; until bytes arrive this is
+     * still an idle connection. */
+    arm_timer(s, limits(s)->idle_timeout_ms);
+}
+
+/* Gives an idle plaintext connection's bufferevent back, keeping the socket
+ * (it must have nothing unread and nothing unsent). */
+static bool park(struct sg_h1s *s, uint64_t left_ms)
+{
+    if (s->l->tls || !s->bev || s->ex || s->closing || s->closed || s->state != ST_IDLE ||
+        evbuffer_get_length(bufferevent_get_input(s->bev)) || evbuffer_get_length(out(s)))
+        return false;
+    evutil_socket_t fd = bufferevent_getfd(s->bev);
+    if (fd < 0 || bufferevent_setfd(s->bev, -1) < 0)
+        return false;
+    bufferevent_free(s->bev); /* without the socket: it stays open */
+    s->bev = NULL;
+    s->parked_fd = fd;
+    s->read_paused = false;
+    event_assign(&s->timer, s->w->base, fd, EV_READ, parked_cb, s);
+    struct timeval tv = sg_tv_ms(left_ms);
+    event_add(&s->timer, left_ms ? &tv : NULL);
+    return true;
+}
+
 void sg_h1s_accept(struct sg_listener_rt *l, int fd, const struct sockaddr *peer, int peerlen)
 {
     struct sg_worker *w = l->worker;
@@ -775,6 +862,7 @@ void sg_h1s_accept(struct sg_listener_rt *l, int fd, const struct sockaddr *peer
     }
     s->w = w;
     s->l = l;
+    s->parked_fd = -1;
     s->state = ST_IDLE;
     peer_text(s->client, sizeof s->client, peer);
     int one = 1;
@@ -787,15 +875,10 @@ void sg_h1s_accept(struct sg_listener_rt *l, int fd, const struct sockaddr *peer
         return;
     }
     sg_h1_head_init(&s->head, limits(s)->max_header_bytes);
-    sg_h1_head_init(&s->trailers, limits(s)->max_header_bytes);
     llhttp_init(&s->parser, HTTP_REQUEST, &h1s_settings);
     s->parser.data = s;
     event_assign(&s->timer, w->base, -1, 0, timer_cb, s);
-    event_assign(&s->resume_ev, w->base, -1, 0, resume_cb, s);
-    bufferevent_setcb(s->bev, read_cb, write_cb, event_cb, s);
-    bufferevent_setwatermark(s->bev, EV_READ, 0, IN_HIGH);
-    bufferevent_setwatermark(s->bev, EV_WRITE, OUT_LOW, 0);
-    bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+    attach_bev(s);
     s->next_conn = w->conns;
     if (w->conns)
         w->conns->prev_conn = s;

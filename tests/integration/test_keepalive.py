@@ -360,5 +360,35 @@ def test_client_idle_timeout():
               % (time.monotonic() - t0))
 
 
+def test_idle_connections_parked_and_woken():
+    # after 100 ms idle a plaintext keep-alive connection gives its buffers back and waits
+    # with one event on its socket; the next request (pipelined, or with a body) must find it
+    # exactly as before, on every connection
+    up = Upstream("park")
+    with Proxy(one_route(up)) as p:
+        clients = [Client(p.addr()) for _ in range(30)]
+        try:
+            for i, c in enumerate(clients):
+                eq(c.request("GET", "/p/%d/a" % i).status, 200, "first request on %d" % i)
+            time.sleep(0.5)
+            for i, c in enumerate(clients):
+                c.send(build_request("GET", "/p/%d/b" % i) +
+                       build_request("POST", "/p/%d/c" % i, body=b"x" * 1000))
+            for i, c in enumerate(clients):
+                r1, r2 = c.read_response(), c.read_response()
+                eq((r1.status, r2.status), (200, 200), "pipelined after idle on %d" % i)
+                eq(r1.json()["path"], "/p/%d/b" % i, "first answer in order")
+                eq(r2.json()["path"], "/p/%d/c" % i, "second answer in order")
+                eq(r2.json()["body_sha256"], hashlib.sha256(b"x" * 1000).hexdigest(), "body intact")
+            time.sleep(0.3)
+            for i, c in enumerate(clients):  # parked again, then closed by the client
+                c.close()
+            with Client(p.addr()) as c:
+                eq(c.request("GET", "/p/after").status, 200, "proxy serves after parked closes")
+        finally:
+            for c in clients:
+                c.close()
+
+
 if __name__ == "__main__":
     main(globals())
