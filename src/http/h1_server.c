@@ -655,13 +655,15 @@ static void go_idle(struct sg_h1s *s)
 {
     s->state = ST_IDLE;
     head_scan_reset(s);
-    /* Idle keep-alive connections are most of a proxy's connections:
-     * they hold no head memory while they wait. */
-    sg_h1_head_release(&s->head);
     free_trailers(s);
     /* Parking needs the socket itself: not under TLS. 0 = no idle timeout. */
     uint64_t idle = limits(s)->idle_timeout_ms;
     s->park_armed = !s->l->tls && (idle == 0 || idle > PARK_AFTER_MS);
+    /* Idle keep-alive connections are most of a proxy's connections: they
+     * hold no head memory while they wait. A connection that will park
+     * keeps it until then, for the next request of a busy client. */
+    if (!s->park_armed)
+        sg_h1_head_release(&s->head);
     s->idle_left_ms = s->park_armed && idle ? idle - PARK_AFTER_MS : idle;
     arm_timer(s, s->park_armed ? PARK_AFTER_MS : idle);
     /* Pipelined input may already be here: parse it on the next turn, not
@@ -842,6 +844,7 @@ static bool park(struct sg_h1s *s, uint64_t left_ms)
     if (fd < 0 || bufferevent_setfd(s->bev, -1) < 0)
         return false;
     bufferevent_free(s->bev); /* without the socket: it stays open */
+    sg_h1_head_release(&s->head);
     s->bev = NULL;
     s->parked_fd = fd;
     s->read_paused = false;
