@@ -165,6 +165,55 @@ def test_health_check_of_an_h2c_upstream():
         bad.stop()
 
 
+def test_health_check_of_an_h2_upstream_over_tls():
+    from test_h2_upstream import H2Upstream
+    from test_tls import make_pki
+    pki = make_pki()
+    up = H2Upstream(tls_files=(pki("srv.crt"), pki("srv.key")))
+    ups = {"up": {"endpoints": [up.addr], "protocol": "h2", "tls": {"ca": pki("ca.crt"), "sni": "localhost"},
+                  "health_check": dict(HC)},
+           # same server, but the certificate does not match this name: every check fails
+           "wrong": {"endpoints": [up.addr], "protocol": "h2", "tls": {"ca": pki("ca.crt"), "sni": "other.test"},
+                     "health_check": dict(HC)}}
+    try:
+        with Proxy(config(ups, [{"name": "r", "destinations": [{"upstream": "up"}]}])) as p:
+            gauge = lambda u: metric_value(p.metrics(), "strangler_upstream_endpoint_healthy", upstream=u,
+                                           endpoint=up.addr)
+            check(wait_until(lambda: gauge("wrong") == 0, 6), "checks with a mismatched certificate pass")
+            check(wait_until(lambda: any(h.get(":path") == "/healthz" for h, _ in up.seen.requests), 5),
+                  "no probe over h2 + TLS")
+            probe = [h for h, _ in up.seen.requests if h.get(":path") == "/healthz"][0]
+            eq(probe.get(":scheme"), "https", "probe :scheme")
+            eq(gauge("up"), 1.0, "h2 + TLS endpoint answering 200")
+            check(metric_value(p.metrics(), "strangler_upstream_health_checks_total", upstream="up",
+                               endpoint=up.addr, result="success") >= 1, "successful checks counted")
+            eq(request(p.addr(), "GET", "/tls").status, 200, "request through the checked upstream")
+    finally:
+        up.stop()
+
+
+def test_reload_keeps_or_drops_health_state():
+    a = HealthUpstream("a", health=500)
+    b = HealthUpstream("b")
+    with_hc = one_route(upstream_cfg([a, b], health_check=HC))
+    with Proxy(with_hc) as p:
+        wait_healthy(p, a, 0)
+        # a reload that keeps the health check keeps the endpoint out
+        with open(p.config_path, "a") as f:
+            f.write("# touched\n")
+        eq(request(p.admin, "POST", "/reload").status, 200, "reload")
+        eq(set(servers(10, p)), {"b"}, "requests after a reload that kept health_check")
+        # a reload without health_check puts every endpoint back in rotation
+        with open(p.config_path, "w") as f:
+            f.write(one_route(upstream_cfg([a, b])))
+        eq(request(p.admin, "POST", "/reload").status, 200, "reload without health_check")
+        eq(healthy(p, a), 1.0, "gauge after health_check was removed")
+        eq(sorted(set(servers(10, p))), ["a", "b"], "requests after health_check was removed")
+        n = a.checks
+        time.sleep(0.6)
+        eq(a.checks, n, "checks continue after health_check was removed")
+
+
 # --- outlier detection -------------------------------------------------------------------------
 
 def test_outlier_ejection_after_consecutive_5xx_and_return():
