@@ -185,8 +185,10 @@ def test_health_check_of_an_h2_upstream_over_tls():
             probe = [h for h, _ in up.seen.requests if h.get(":path") == "/healthz"][0]
             eq(probe.get(":scheme"), "https", "probe :scheme")
             eq(gauge("up"), 1.0, "h2 + TLS endpoint answering 200")
-            check(metric_value(p.metrics(), "strangler_upstream_health_checks_total", upstream="up",
-                               endpoint=up.addr, result="success") >= 1, "successful checks counted")
+            # the server records a probe before answering it: wait for the result
+            check(wait_until(lambda: (metric_value(p.metrics(), "strangler_upstream_health_checks_total",
+                                                   upstream="up", endpoint=up.addr, result="success") or 0) >= 1, 5),
+                  "successful checks counted")
             eq(request(p.addr(), "GET", "/tls").status, 200, "request through the checked upstream")
     finally:
         up.stop()
