@@ -10,6 +10,8 @@
 #include <unistd.h>
 
 #include "strangler/admin.h"
+#include "strangler/health.h"
+#include "strangler/prober.h"
 #include "strangler/config.h"
 #include "strangler/listen.h"
 #include "strangler/log.h"
@@ -113,6 +115,9 @@ static void register_metrics(struct app *a)
     sg_metrics_family("strangler_downstream_connections", SG_METRIC_GAUGE, "Open client connections by listener.");
     sg_metrics_family("strangler_config_reloads_total", SG_METRIC_COUNTER, "Configuration reloads by result.");
     sg_metrics_family("strangler_config_generation", SG_METRIC_GAUGE, "Generation of the configuration in use.");
+    sg_metrics_family("strangler_retries_total", SG_METRIC_COUNTER,
+                      "Retries by route and upstream: sent, or denied by the retry budget.");
+    sg_health_register_metrics();
     a->srv.reload_ok = sg_metrics_series("strangler_config_reloads_total", "result=\"success\"");
     a->srv.reload_fail = sg_metrics_series("strangler_config_reloads_total", "result=\"failure\"");
     a->srv.generation_gauge = sg_metrics_series("strangler_config_generation", "");
@@ -305,6 +310,7 @@ static void cleanup(struct app *a)
         free(a->srv.listener_names[i]);
     free(a->srv.listener_names);
     sg_watch_free(a->watch);
+    sg_prober_free(a->srv.prober);
     sg_admin_free(a->admin);
     event_free(a->sig_term);
     event_free(a->sig_int);
@@ -347,6 +353,10 @@ int main(int argc, char **argv)
         return EXIT_RUNTIME; /* nothing started yet: workers start last */
     /* Any kind of write to the file reloads it (watch.c). */
     a.watch = sg_watch_start(a.base, &a.srv);
+    /* Active health checks run here, on the main thread: once per endpoint
+     * per interval for the process, whatever the number of workers. */
+    a.srv.prober = sg_prober_new(a.base, a.srv.shard);
+    sg_prober_update(a.srv.prober, a.srv.cfg);
     sg_info("strangler %s running with %zu workers", SG_VERSION, a.srv.n_workers);
     event_base_dispatch(a.base);
     for (size_t i = 0; i < a.srv.n_workers; i++)

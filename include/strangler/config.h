@@ -151,6 +151,11 @@ struct sg_retry_policy {
     uint32_t attempts; /* extra tries after the first; default 0 (1 when `retries` given without it) */
     uint32_t on; /* sg_retry_on bits; default connect-failure|reset */
     uint64_t per_try_timeout_ms; /* 0: none (only the route timeout) */
+    /* Retry budget (an addition to the contract, retry_budget.h): retries
+     * add at most budget_percent % of the route's requests plus
+     * budget_min_per_second. Defaults 20 and 10. */
+    uint32_t budget_percent;
+    uint32_t budget_min_per_second;
 };
 
 enum sg_path_match_kind { SG_PM_ANY = 0, SG_PM_EXACT, SG_PM_PREFIX, SG_PM_REGEX };

@@ -27,6 +27,7 @@ struct sg_worker;
 struct sg_pool;
 struct sg_uconn;
 struct sg_h2c_sess;
+struct sg_endpoint;
 
 /* Named error sentinels, compared by pointer, printed as they are. */
 extern const char sg_err_connect[]; /* "upstream connect failed" */
@@ -37,6 +38,8 @@ extern const char sg_err_reset[]; /* "upstream reset the connection" */
 extern const char sg_err_invalid_response[]; /* "upstream sent an invalid response" */
 extern const char sg_err_timeout[]; /* "upstream timed out" */
 extern const char sg_err_tls[]; /* "upstream TLS handshake failed" */
+extern const char sg_err_no_endpoint[]; /* "upstream unavailable: no healthy endpoint" */
+extern const char sg_err_no_fd[]; /* "proxy out of file descriptors" (socket() failed locally) */
 
 typedef void (*sg_acquire_cb)(void *arg, struct sg_uconn *c, const char *err);
 
@@ -88,6 +91,7 @@ struct sg_pool {
     char *tls_name; /* SNI and the name the certificate must match */
     bool tls_verify;
     struct sg_upstream_shared *shared;
+    struct sg_endpoint *ep; /* process-wide health of (upstream, host, port), health.h */
     struct sg_uconn_list idle, resolving_list;
     TAILQ_HEAD(, sg_h2c_sess) h2_sessions; /* protocol h2c/h2: multiplexed connections */
     bool h2; /* the upstream speaks HTTP/2 */
@@ -114,9 +118,11 @@ int sg_pools_attach(struct sg_worker *w, const struct sg_config *cfg, struct sg_
 void sg_pools_detach(struct sg_upstream_rt *ups, size_t n);
 void sg_pools_free_all(struct sg_worker *w);
 
-/* Picks an endpoint by the upstream's balance policy, avoiding `avoid`
- * (a pool tried before) when another exists; from the shadow-only pools
- * when `mirror`. */
+/* Picks an endpoint by the upstream's balance policy among those in
+ * rotation (not failed by a health check, not ejected by outlier
+ * detection), avoiding `avoid` (a pool tried before) when another exists;
+ * from the shadow-only pools when `mirror`. NULL when no endpoint is in
+ * rotation: the caller answers 503 without trying to connect. */
 struct sg_pool *sg_upstream_pick(struct sg_upstream_rt *u, struct sg_worker *w, const struct sg_pool *avoid,
                                  bool mirror);
 

@@ -24,6 +24,8 @@ struct sg_upstream_rt;
 struct sg_shadow;
 struct sg_h1s;
 struct sg_metric_memo;
+struct sg_retry_budget;
+struct sg_prober;
 
 /* The worker's view of one snapshot. Requests pin it with a plain counter
  * (no atomics on the request path); it is dropped once it has been
@@ -32,6 +34,7 @@ struct sg_wsnap {
     struct sg_config *cfg; /* one reference held */
     struct sg_worker *worker;
     struct sg_upstream_rt *ups; /* per upstream, indexed like cfg->upstreams */
+    struct sg_retry_budget *budgets; /* per route, indexed like cfg->routes (retry_budget.h) */
     unsigned pins;
     bool retired;
 };
@@ -78,6 +81,12 @@ struct sg_worker {
     struct event *mbox_ev;
     struct event *drain_ev;
     bool draining;
+    /* Accepting paused (limits.max_connections, or accept() out of file
+     * descriptors): accept_ev resumes it. */
+    struct event *accept_ev;
+    bool accept_paused;
+    uint64_t accept_backoff_ms, accept_warned_ms;
+    unsigned accept_suppressed;
     size_t n_conns; /* open client connections */
     struct sg_h1s *conns; /* list of open client connections */
     struct sg_metric_memo *memo;
@@ -105,6 +114,7 @@ struct sg_server {
     struct sg_metrics_shard *shard;
     sg_series_t reload_ok, reload_fail, generation_gauge;
     uint64_t config_hash; /* of the file content last loaded (the watcher skips identical writes) */
+    struct sg_prober *prober; /* active health checks, on the main thread (may be NULL) */
 };
 
 /* Loads srv->cfg->path again and, when valid, installs it on every worker

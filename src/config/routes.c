@@ -136,19 +136,37 @@ static uint32_t retry_bit(const char *s)
 }
 
 enum { MAX_RETRY_ATTEMPTS = 10 };
+enum { DEFAULT_BUDGET_PERCENT = 20, DEFAULT_BUDGET_MIN_PER_SECOND = 10 };
+
+/* retries.budget (an addition to the contract): see retry_budget.h. */
+static void compile_budget(struct cfg_ctx *c, const struct cfg_node *n, struct sg_retry_policy *p)
+{
+    static const char *const keys[] = { "percent", "min_retries_per_second", NULL };
+    if (!cfg_want(c, n, CFG_MAP, "budget"))
+        return;
+    cfg_check_keys(c, n, "in retries budget", keys);
+    cfg_get_u32(c, n, "percent", DEFAULT_BUDGET_PERCENT, 0, 100, &p->budget_percent);
+    cfg_get_u32(c, n, "min_retries_per_second", DEFAULT_BUDGET_MIN_PER_SECOND, 0, 1000000,
+                &p->budget_min_per_second);
+}
 
 /* Without a retries block nothing is retried; a block without attempts
  * means one retry, which is what writing the block asks for. */
 static void compile_retries(struct cfg_ctx *c, const struct cfg_node *route_node, struct sg_retry_policy *p)
 {
-    static const char *const keys[] = { "attempts", "on", "per_try_timeout", NULL };
+    static const char *const keys[] = { "attempts", "on", "per_try_timeout", "budget", NULL };
     const struct cfg_node *n = cfg_opt(route_node, "retries");
     p->attempts = 0;
     p->on = SG_RETRY_CONNECT_FAILURE | SG_RETRY_RESET;
     p->per_try_timeout_ms = 0;
+    p->budget_percent = DEFAULT_BUDGET_PERCENT;
+    p->budget_min_per_second = DEFAULT_BUDGET_MIN_PER_SECOND;
     if (!n || !cfg_want(c, n, CFG_MAP, "retries"))
         return;
     cfg_check_keys(c, n, "in retries", keys);
+    const struct cfg_node *b = cfg_opt(n, "budget");
+    if (b)
+        compile_budget(c, b, p);
     cfg_get_u32(c, n, "attempts", 1, 0, MAX_RETRY_ATTEMPTS, &p->attempts);
     cfg_get_duration(c, n, "per_try_timeout", 0, true, &p->per_try_timeout_ms);
     char **on;

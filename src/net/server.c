@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "strangler/log.h"
+#include "strangler/prober.h"
 #include "strangler/tls.h"
 #include "strangler/watch.h"
 #include "strangler/worker.h"
@@ -88,6 +89,7 @@ bool sg_server_reload(struct sg_server *srv, struct sg_config_errors *errs)
         sg_worker_post_config(&srv->workers[i], cfg);
     sg_config_unref(srv->cfg);
     srv->cfg = cfg;
+    sg_prober_update(srv->prober, cfg);
     sg_metrics_add(srv->shard, srv->reload_ok, 1);
     sg_metrics_gauge_set(srv->generation_gauge, (int64_t)cfg->generation);
     sg_info("configuration generation %llu loaded from %s", (unsigned long long)cfg->generation, cfg->path);

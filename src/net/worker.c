@@ -12,6 +12,7 @@
 #include <sys/random.h>
 #include <unistd.h>
 
+#include "strangler/clock.h"
 #include "strangler/h1_server.h"
 #include "strangler/h2_client.h"
 #include "strangler/h2_server.h"
@@ -19,6 +20,7 @@
 #include "strangler/log.h"
 #include "strangler/mirror.h"
 #include "strangler/pool.h"
+#include "strangler/retry_budget.h"
 
 #define LOG_FLUSH_BYTES (64u * 1024u)
 #define MEMO_SIZE 1024u
@@ -30,7 +32,9 @@ static struct sg_wsnap *wsnap_new(struct sg_worker *w, struct sg_config *cfg)
     struct sg_wsnap *s = calloc(1, sizeof *s);
     if (!s)
         return NULL;
-    if (sg_pools_attach(w, cfg, &s->ups) < 0) {
+    s->budgets = calloc(cfg->n_routes ? cfg->n_routes : 1, sizeof *s->budgets);
+    if (!s->budgets || sg_pools_attach(w, cfg, &s->ups) < 0) {
+        free(s->budgets);
         free(s);
         return NULL;
     }
@@ -42,6 +46,7 @@ static struct sg_wsnap *wsnap_new(struct sg_worker *w, struct sg_config *cfg)
 static void wsnap_free(struct sg_wsnap *s)
 {
     sg_pools_detach(s->ups, s->cfg->n_upstreams);
+    free(s->budgets);
     sg_config_unref(s->cfg);
     free(s);
 }
@@ -222,15 +227,29 @@ static bool over_connection_limit(struct sg_worker *w)
     return max && atomic_load_explicit(&w->server->conns, memory_order_relaxed) >= (long)max;
 }
 
-static void accept_resume_cb(evutil_socket_t fd, short what, void *arg);
+#define ACCEPT_PAUSE_MIN_MS 100u
+#define ACCEPT_PAUSE_MAX_MS 1000u
+#define ACCEPT_WARN_EVERY_MS 5000u
 
-/* Accepting stops for a moment; it resumes after the pause, or earlier
- * when one of this worker's connections closes. */
-static void accept_pause(struct sg_worker *w)
+/* Accepting stops for a moment; it resumes when the timer fires, or
+ * earlier when one of this worker's connections closes (which frees a slot
+ * of limits.max_connections, or a file descriptor). One timer per worker,
+ * however many listeners paused. */
+static void accept_pause(struct sg_worker *w, uint64_t ms)
 {
     listeners_enable(w, false);
-    struct timeval tv = { 0, 100000 };
-    event_base_once(w->base, -1, EV_TIMEOUT, accept_resume_cb, w, &tv);
+    w->accept_paused = true;
+    struct timeval tv = sg_tv_ms(ms);
+    event_add(w->accept_ev, &tv);
+}
+
+static void accept_resume(struct sg_worker *w)
+{
+    if (!w->accept_paused || w->draining)
+        return;
+    w->accept_paused = false;
+    event_del(w->accept_ev);
+    listeners_enable(w, true);
 }
 
 static void accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa, int len, void *arg)
@@ -240,9 +259,10 @@ static void accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct soc
     if (w->draining || over_connection_limit(w)) {
         close(fd);
         if (!w->draining)
-            accept_pause(w);
+            accept_pause(w, ACCEPT_PAUSE_MIN_MS);
         return;
     }
+    w->accept_backoff_ms = 0; /* accept works again */
     atomic_fetch_add_explicit(&w->server->conns, 1, memory_order_relaxed);
     w->n_conns++;
     sg_h1s_accept(l, fd, sa, len);
@@ -250,21 +270,35 @@ static void accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct soc
 
 static void accept_resume_cb(evutil_socket_t fd, short what, void *arg)
 {
-    struct sg_worker *w = arg;
-    if (!w->draining)
-        listeners_enable(w, true);
+    accept_resume(arg);
 }
 
-/* Out of file descriptors (EMFILE/ENFILE): pause accepting for a moment
- * instead of spinning on a listener that is always readable. */
+/* accept() failed for a reason other than "try again": out of file
+ * descriptors (EMFILE/ENFILE), or out of memory (ENOBUFS/ENOMEM). The
+ * listening socket stays readable, so without a pause the loop would spin
+ * at 100% CPU. Pause 100 ms, doubling up to 1 s while it keeps failing;
+ * a connection closing resumes at once. Logged at most every 5 s per
+ * worker, with the number of pauses in between. */
 static void accept_error_cb(struct evconnlistener *lev, void *arg)
 {
     struct sg_listener_rt *l = arg;
     struct sg_worker *w = l->worker;
     int err = EVUTIL_SOCKET_ERROR();
-    sg_warn("listener %s: accept failed: %s; pausing accepts for 100ms", l->name,
-            evutil_socket_error_to_string(err));
-    accept_pause(w);
+    uint64_t ms = w->accept_backoff_ms ? w->accept_backoff_ms * 2 : ACCEPT_PAUSE_MIN_MS;
+    w->accept_backoff_ms = ms < ACCEPT_PAUSE_MAX_MS ? ms : ACCEPT_PAUSE_MAX_MS;
+    uint64_t now = sg_mono_ms();
+    if (w->accept_warned_ms && now - w->accept_warned_ms < ACCEPT_WARN_EVERY_MS) {
+        w->accept_suppressed++;
+    } else {
+        char more[64] = "";
+        if (w->accept_suppressed)
+            snprintf(more, sizeof more, " (%u more pauses since the last message)", w->accept_suppressed);
+        sg_warn("listener %s: accept failed: %s; worker %u pauses accepting for %llums%s", l->name,
+                evutil_socket_error_to_string(err), w->id, (unsigned long long)w->accept_backoff_ms, more);
+        w->accept_warned_ms = now;
+        w->accept_suppressed = 0;
+    }
+    accept_pause(w, w->accept_backoff_ms);
 }
 
 /* A draining worker stops once its clients and its shadows are done
@@ -283,8 +317,8 @@ void sg_worker_conn_closed(struct sg_worker *w)
         sg_worker_maybe_exit(w);
         return;
     }
-    if (w->snap->cfg->limits.max_connections && !over_connection_limit(w))
-        listeners_enable(w, true);
+    if (!over_connection_limit(w))
+        accept_resume(w);
 }
 
 /* ---- control messages from the main thread ------------------------------------- */
@@ -294,6 +328,7 @@ static void worker_drain(struct sg_worker *w)
     if (w->draining)
         return;
     w->draining = true;
+    event_del(w->accept_ev);
     for (size_t i = 0; i < w->n_listeners; i++)
         if (w->listeners[i].lev) {
             evconnlistener_free(w->listeners[i].lev);
@@ -393,11 +428,13 @@ int sg_worker_init(struct sg_worker *w, struct sg_server *srv, unsigned id, stru
     w->access_log = evbuffer_new();
     w->defer_ev = event_new(w->base, -1, 0, defer_cb, w);
     w->log_ev = event_new(w->base, -1, 0, log_cb, w);
+    w->accept_ev = evtimer_new(w->base, accept_resume_cb, w);
     w->mbox_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     w->mbox_ev = w->mbox_fd < 0 ? NULL : event_new(w->base, w->mbox_fd, EV_READ | EV_PERSIST, mbox_cb, w);
     if (w->mbox_ev)
         event_add(w->mbox_ev, NULL);
-    if (!w->dns || !w->metrics || !w->memo || !w->access_log || !w->defer_ev || !w->log_ev || !w->mbox_ev)
+    if (!w->dns || !w->metrics || !w->memo || !w->access_log || !w->defer_ev || !w->log_ev || !w->mbox_ev ||
+        !w->accept_ev)
         return -1;
     /* The log and the frees run after the turn's other callbacks. */
     event_priority_set(w->defer_ev, 0);
@@ -494,6 +531,8 @@ void sg_worker_destroy(struct sg_worker *w)
         evdns_base_free(w->dns, 0);
     event_free(w->defer_ev);
     event_free(w->log_ev);
+    if (w->accept_ev)
+        event_free(w->accept_ev);
     event_free(w->mbox_ev);
     if (w->mbox_fd >= 0)
         close(w->mbox_fd);

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "strangler/config_json.h"
+#include "strangler/health.h"
 #include "strangler/json.h"
 #include "strangler/listen.h"
 #include "strangler/metrics.h"
@@ -44,6 +45,7 @@ static void metrics_cb(struct evhttp_request *req, void *arg)
     struct evbuffer *b = evbuffer_new();
     if (!b)
         return;
+    sg_endpoints_refresh_gauges(((struct sg_admin *)arg)->srv->cfg);
     sg_metrics_render(b);
     evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", "text/plain; version=0.0.4");
     evhttp_send_reply(req, 200, "OK", b);

@@ -252,6 +252,10 @@ static void route(struct emit *e, const struct sg_route *r)
             str(e, NULL, retry_on[b]);
     close_(e, ']');
     duration(e, "per_try_timeout", r->retries.per_try_timeout_ms);
+    open_(e, "budget", '{');
+    num(e, "percent", r->retries.budget_percent);
+    num(e, "min_retries_per_second", r->retries.budget_min_per_second);
+    close_(e, '}');
     close_(e, '}');
     edits(e, "request_headers", &r->request_headers);
     edits(e, "response_headers", &r->response_headers);

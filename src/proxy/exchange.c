@@ -24,6 +24,8 @@
 #include "strangler/h1.h"
 #include "strangler/h1_client.h"
 #include "strangler/h2_client.h"
+#include "strangler/health.h"
+#include "strangler/retry_budget.h"
 #include "strangler/ustream.h"
 #include "strangler/log.h"
 #include "strangler/mirror.h"
@@ -51,6 +53,7 @@ struct sg_exchange {
     struct sg_acquire acq;
     struct sg_ustream up; /* HTTP/1.1 connection or HTTP/2 stream */
     bool acquiring, attached, fresh;
+    bool sent; /* the request head went to an upstream connection (idempotency rule) */
     unsigned tries; /* attempts started */
     bool stale_retry_used;
     struct evbuffer *pending; /* body not yet handed to a connection */
@@ -142,6 +145,7 @@ static void route_timeout_cb(evutil_socket_t fd, short what, void *arg)
         ex_finish(ex, true);
         return;
     }
+    sg_outlier_report(ex->w, ex->ups, ex->pool, SG_OUTCOME_FAIL);
     ex_local(ex, 504, "upstream timed out\n");
 }
 
@@ -327,6 +331,7 @@ void sg_exchange_start(struct sg_exchange *ex)
     }
     ex->ups = &ex->snap->ups[ex->dest->upstream->index];
     ex->up.h2 = ex->dest->upstream->protocol != SG_PROTO_HTTP1;
+    sg_retry_note_request(ex->w, ex->snap, ex->route);
     if (ex->route->n_mirrors)
         ex_start_shadows(ex);
     timer_start(ex, &ex->route_timer, &ex->route_timer_on, ex->route->timeout_ms, route_timeout_cb);
@@ -378,6 +383,7 @@ static void ex_attached(struct sg_exchange *ex)
 {
     bool replaying = ex->body_sent > 0;
     ex->body_sent = 0;
+    ex->sent = true;
     if (replaying) {
         send_buffer(ex, ex->replay, false);
         if (ex->pending)
@@ -449,6 +455,10 @@ static void ex_attempt(struct sg_exchange *ex)
 {
     ex->tries++;
     ex->pool = sg_upstream_pick(ex->ups, ex->w, ex->prev_pool, false);
+    if (!ex->pool) { /* every endpoint failed its health check or is ejected: 503 now */
+        ex_upstream_failed(ex, sg_err_no_endpoint, false);
+        return;
+    }
     ex->pool->in_flight++;
     ex->acq = (struct sg_acquire){ ex_acquired, ex, NULL, NULL };
     struct sg_ustream_conn got;
@@ -492,6 +502,12 @@ static bool ex_may_retry(struct sg_exchange *ex, uint32_t kind, bool stale)
 {
     if (!ex_replayable(ex) || ex->finished)
         return false;
+    /* Once a non-idempotent request (POST, PATCH, ...) has gone to an
+     * upstream, it may have been acted on: it is never sent again, not
+     * even after a stale pooled connection. Before that (connect failures)
+     * it is as safe as any other. */
+    if (ex->sent && !sg_retry_idempotent(ex->req.method, ex->req.headers))
+        return false;
     /* A pooled connection the upstream had closed just as we reused it:
      * the request never reached the application. One free retry, on a new
      * connection, as nginx and Envoy do. */
@@ -502,7 +518,8 @@ static bool ex_may_retry(struct sg_exchange *ex, uint32_t kind, bool stale)
     }
     const struct sg_retry_policy *p = &ex->route->retries;
     unsigned used = ex->tries - (ex->stale_retry_used ? 1u : 0u);
-    return (p->on & kind) && used <= p->attempts;
+    return (p->on & kind) && used <= p->attempts &&
+           sg_retry_take(ex->w, ex->snap, ex->route, ex->dest->upstream->name);
 }
 
 static void ex_release_pool(struct sg_exchange *ex)
@@ -517,6 +534,8 @@ static void ex_release_pool(struct sg_exchange *ex)
 static void ex_upstream_failed(struct sg_exchange *ex, const char *err, bool stale)
 {
     timer_stop(&ex->try_timer, &ex->try_timer_on);
+    if (!stale) /* a pooled connection the upstream closed says nothing against it */
+        sg_outlier_report(ex->w, ex->ups, ex->pool, sg_outcome_of_error(err));
     ex_release_pool(ex);
     ex->error = err;
     if (ex->resp_started) {
@@ -529,7 +548,9 @@ static void ex_upstream_failed(struct sg_exchange *ex, const char *err, bool sta
         ex_attempt(ex);
         return;
     }
-    int status = err == sg_err_timeout ? 504 : err == sg_err_overloaded ? 503 : 502;
+    int status = err == sg_err_timeout                                                          ? 504
+                 : err == sg_err_overloaded || err == sg_err_no_endpoint || err == sg_err_no_fd ? 503
+                                                                                                : 502;
     char text[128];
     snprintf(text, sizeof text, "%s\n", err);
     ex_local(ex, status, text);
@@ -645,6 +666,7 @@ static void up_head(void *owner, int status, const struct sg_headers *h, int64_t
 {
     struct sg_exchange *ex = owner;
     timer_stop(&ex->try_timer, &ex->try_timer_on);
+    sg_outlier_report(ex->w, ex->ups, ex->pool, status >= 500 ? SG_OUTCOME_FAIL : SG_OUTCOME_OK);
     uint32_t bit = status_retry_bit(status);
     if (bit && (ex->route->retries.on & bit) && ex_may_retry(ex, bit, false)) {
         up_detach(ex);

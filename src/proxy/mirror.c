@@ -374,6 +374,10 @@ static void acquired(void *arg, struct sg_uconn *uc, const char *err)
 static void begin(struct sg_shadow *sh)
 {
     sh->pool = sg_upstream_pick(sh->ups, sh->w, NULL, true);
+    if (!sh->pool) { /* no endpoint in rotation (health checks): dropped like a failed connect */
+        acquired(sh, NULL, sg_err_no_endpoint);
+        return;
+    }
     sh->pool->in_flight++;
     sh->acq = (struct sg_acquire){ acquired, sh, NULL, NULL };
     struct sg_ustream_conn got;

@@ -20,6 +20,7 @@
 #include "strangler/clock.h"
 #include "strangler/io.h"
 #include "strangler/h2_client.h"
+#include "strangler/health.h"
 #include "strangler/log.h"
 #include "strangler/tls.h"
 #include "strangler/worker.h"
@@ -32,6 +33,8 @@ const char sg_err_reset[] = "upstream reset the connection";
 const char sg_err_invalid_response[] = "upstream sent an invalid response";
 const char sg_err_timeout[] = "upstream timed out";
 const char sg_err_tls[] = "upstream TLS handshake failed";
+const char sg_err_no_endpoint[] = "upstream unavailable: no healthy endpoint";
+const char sg_err_no_fd[] = "proxy out of file descriptors";
 
 /* ---- process-wide per-upstream counters ------------------------------ */
 
@@ -85,8 +88,9 @@ static struct sg_pool *pool_new(struct sg_worker *w, const struct sg_upstream *u
     char shared_name[300];
     snprintf(shared_name, sizeof shared_name, "%s%s", mirror ? "mirror|" : "", u->name);
     p->shared = shared_get(shared_name);
+    p->ep = sg_endpoint_get(u->name, ep->host, ep->port);
     p->mirror = mirror;
-    if (!p->key || !p->upstream_name || !p->host || !p->shared) {
+    if (!p->key || !p->upstream_name || !p->host || !p->shared || !p->ep) {
         free(p->key);
         free(p->upstream_name);
         free(p->host);
@@ -224,13 +228,32 @@ int sg_upstream_conns(const struct sg_upstream_rt *u)
     return atomic_load_explicit(&u->shared->conns, memory_order_relaxed);
 }
 
+/* The first pool in rotation from `start` on, preferring one that is not
+ * `avoid`; NULL when none is in rotation. */
+static struct sg_pool *scan_usable(struct sg_pool **pools, size_t n, size_t start, const struct sg_pool *avoid,
+                                   bool hc, bool od, uint64_t *now)
+{
+    struct sg_pool *fallback = NULL;
+    for (size_t i = 0; i < n; i++) {
+        struct sg_pool *p = pools[(start + i) % n];
+        if (!sg_endpoint_usable(p->ep, hc, od, now))
+            continue;
+        if (p != avoid)
+            return p;
+        fallback = p;
+    }
+    return fallback;
+}
+
 struct sg_pool *sg_upstream_pick(struct sg_upstream_rt *u, struct sg_worker *w, const struct sg_pool *avoid,
                                  bool mirror)
 {
     struct sg_pool **pools = mirror ? u->mirror_pools : u->pools;
     size_t n = u->n_pools;
+    bool hc = u->cfg->health_check != NULL, od = u->cfg->outlier_detection != NULL;
+    uint64_t now = 0;
     if (n == 1)
-        return pools[0];
+        return !(hc || od) || sg_endpoint_usable(pools[0]->ep, hc, od, &now) ? pools[0] : NULL;
     size_t pick;
     switch (u->cfg->balance) {
     case SG_BALANCE_RANDOM:
@@ -239,6 +262,10 @@ struct sg_pool *sg_upstream_pick(struct sg_upstream_rt *u, struct sg_worker *w, 
     case SG_BALANCE_LEAST_REQUEST: {
         /* Power of two choices: cheap and avoids herding on one endpoint. */
         size_t a = (size_t)(sg_worker_random(w) % n), b = (size_t)(sg_worker_random(w) % n);
+        if ((hc || od) && !sg_endpoint_usable(pools[a]->ep, hc, od, &now))
+            a = b;
+        if ((hc || od) && !sg_endpoint_usable(pools[b]->ep, hc, od, &now))
+            b = a;
         pick = pools[b]->in_flight < pools[a]->in_flight ? b : a;
         break;
     }
@@ -246,9 +273,11 @@ struct sg_pool *sg_upstream_pick(struct sg_upstream_rt *u, struct sg_worker *w, 
         pick = u->rr++ % n;
         break;
     }
-    if (pools[pick] == avoid)
-        pick = (pick + 1) % n;
-    return pools[pick];
+    if (!(hc || od))
+        return pools[pick] == avoid ? pools[(pick + 1) % n] : pools[pick];
+    /* Out-of-rotation endpoints are skipped: the next one in rotation
+     * takes the pick (as nginx does with a failed server). */
+    return scan_usable(pools, n, pick, avoid, hc, od, &now);
 }
 
 /* ---- connections ------------------------------------------------------ */
@@ -432,7 +461,7 @@ static void uconn_connect(struct sg_uconn *c)
      * the event callback, after this returns. */
     if (bufferevent_socket_connect(c->bev, (struct sockaddr *)&p->addr, (int)p->addrlen) < 0 &&
         bufferevent_getfd(c->bev) < 0)
-        uconn_fail_waiter(c, sg_err_connect);
+        uconn_fail_waiter(c, errno == EMFILE || errno == ENFILE ? sg_err_no_fd : sg_err_connect);
 }
 
 static void resolve_cb(int result, struct evutil_addrinfo *res, void *arg)
