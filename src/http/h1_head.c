@@ -103,6 +103,8 @@ bool sg_h1_head_append(struct sg_h1_head *h, enum sg_h1_part part, const char *p
     h->wire += wire;
     if (span->len == 0)
         span->off = (uint32_t)h->len;
+    if (n == 0)
+        return true; /* an empty name or value: h->buf may still be NULL */
     memcpy(h->buf + h->len, p, n);
     h->len += n;
     span->len += (uint32_t)n;
