@@ -121,6 +121,10 @@ static void arm_timer(struct sg_h1s *s, uint64_t ms)
 static void timer_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct sg_h1s *s = arg;
+    if (s->closing) { /* the last bytes did not drain in time */
+        h1s_close(s);
+        return;
+    }
     /* A partial head gets 408 (slowloris); a connection that never sent
      * a byte is simply closed, as nginx does. */
     bool partial = s->scan.line_len > 0 || s->scan.seen_line;
@@ -569,17 +573,23 @@ static void close_after_flush(struct sg_h1s *s)
 {
     s->closing = true;
     bufferevent_disable(s->bev, EV_READ);
-    if (evbuffer_get_length(out(s)) == 0)
+    if (evbuffer_get_length(out(s)) == 0) {
         h1s_close(s);
-    else
-        bufferevent_setwatermark(s->bev, EV_WRITE, 0, 0);
+        return;
+    }
+    bufferevent_setwatermark(s->bev, EV_WRITE, 0, 0);
+    /* A client that does not read does not keep it: idle_timeout bounds the flush. */
+    arm_timer(s, limits(s)->idle_timeout_ms);
 }
 
+/* What is queued (the head, body bytes) still goes out; the close then
+ * tells the client the response is incomplete (no terminating chunk, or
+ * fewer bytes than its Content-Length). */
 static void ds_abort(void *ds)
 {
     struct sg_h1s *s = ds;
     s->ex = NULL;
-    h1s_close(s);
+    close_after_flush(s);
 }
 
 static void go_idle(struct sg_h1s *s)
