@@ -25,10 +25,11 @@ SG_BUILD_PACKAGES=(
     libevent-dev libnghttp2-dev libssl-dev libyaml-dev libcmocka-dev node-llhttp
 )
 # Tools the integration tests and the demo run. python3-yaml: the deploy
-# tests (tests/deploy) parse the configs and the Helm chart's output.
+# tests (tests/deploy) parse the configs and the Helm chart's output. clang:
+# the libFuzzer targets (scripts/fuzz, scripts/test's fuzz pass).
 SG_TOOL_PACKAGES=(
     curl python3 python3-h2 python3-websockets nghttp2-client ca-certificates openssl
-    python3-yaml
+    python3-yaml clang
 )
 
 sg_log() { printf '==> %s\n' "$*" >&2; }

@@ -38,7 +38,8 @@ size_t sg_headers_count(const struct sg_headers *h, struct sg_str name);
 bool sg_header_list_has(struct sg_str value, struct sg_str token);
 
 /* Hop-by-hop per RFC 9110 7.6.1 and the behaviour contract: Connection,
- * Keep-Alive, Proxy-Connection, TE, Transfer-Encoding, Upgrade. */
+ * Keep-Alive, Proxy-Connection, TE, Transfer-Encoding, Upgrade, and
+ * HTTP2-Settings (h2c upgrade, never forwarded). */
 bool sg_header_is_hop_by_hop(struct sg_str name);
 
 /* Names the proxy itself controls, which route header edits must not
@@ -76,8 +77,9 @@ void sg_headers_forward_response(const struct sg_headers *in, const struct sg_he
                                  sg_header_emit_fn emit, void *ctx);
 
 /* May this field travel in a trailer section? Not framing (content-length,
- * transfer-encoding), routing (host), hop-by-hop fields or pseudo-headers
- * (RFC 9110 6.5.1). */
+ * transfer-encoding), routing (host), request modifiers, authentication,
+ * cookies, representation metadata (RFC 9110 6.5.1), hop-by-hop fields,
+ * pseudo-headers or the proxy's own (x-forwarded-*, x-request-id). */
 bool sg_header_trailer_ok(struct sg_str name);
 
 /* Emits the fields of `trailers` that sg_header_trailer_ok allows. */

@@ -64,9 +64,11 @@ static int on_message_begin(llhttp_t *p)
 static int on_headers_complete(llhttp_t *p)
 {
     struct sg_h1c *c = from_parser(p);
-    if (!sg_h1_head_finish(&c->head))
-        return -1;
     int status = p->status_code;
+    /* RFC 9110 15: a three-digit status 100..599; fields as for requests
+     * (sg_h1_fields_problem): anything else is an invalid response. */
+    if (!sg_h1_head_finish(&c->head) || status < 100 || status > 599 || sg_h1_fields_problem(&c->head))
+        return -1;
     if (status < 200 && status != 101) {
         c->ops->interim(c->owner, status, &c->head.headers);
         return 1; /* no body; the final response follows */

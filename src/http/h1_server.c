@@ -53,9 +53,9 @@ struct sg_h1s {
     bool keep_alive, closing, closed, in_parse, read_paused, http10;
     bool proto_known, handed_off; /* HTTP/1.1 vs h2c decided; socket given to h2_server.c */
     bool resp_chunked, resp_no_body;
-    char prev; /* bare CR/LF check: last head byte, current line length */
-    size_t line_len;
-    bool seen_line, head_end, in_name;
+    struct sg_h1_scan scan; /* raw-byte checks on the head (h1.h) */
+    bool end_pending; /* chunked request complete, its last line not checked yet */
+    char last_byte; /* of the previous input piece */
     bool park_armed; /* the timer parks the connection rather than ending it */
     int parked_fd; /* >= 0 while parked: no bufferevent, the timer watches the socket */
     uint64_t idle_left_ms; /* of the idle timeout, once parked */
@@ -100,6 +100,7 @@ static const char *reason(int status)
     case 408: return "Request Timeout";
     case 409: return "Conflict";
     case 413: return "Content Too Large";
+    case 414: return "URI Too Long";
     case 429: return "Too Many Requests";
     case 431: return "Request Header Fields Too Large";
     case 500: return "Internal Server Error";
@@ -107,6 +108,7 @@ static const char *reason(int status)
     case 502: return "Bad Gateway";
     case 503: return "Service Unavailable";
     case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
     default: return "Unknown";
     }
 }
@@ -132,6 +134,10 @@ static bool park(struct sg_h1s *s, uint64_t left_ms);
 static void timer_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct sg_h1s *s = arg;
+    if (s->closing) { /* the last bytes did not drain in time */
+        h1s_close(s);
+        return;
+    }
     if (s->state == ST_IDLE && s->park_armed) {
         s->park_armed = false;
         if (!park(s, s->idle_left_ms))
@@ -140,7 +146,7 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
     }
     /* A partial head gets 408 (slowloris); a connection that never sent
      * a byte is simply closed, as nginx does. */
-    bool partial = s->line_len > 0 || s->seen_line;
+    bool partial = s->scan.line_len > 0 || s->scan.seen_line;
     if (s->state == ST_HEAD && partial && !s->closing)
         h1s_respond_error(s, 408, "request head not received in time\n");
     else if (s->state == ST_IDLE || s->state == ST_HEAD)
@@ -171,8 +177,9 @@ static int append(llhttp_t *p, enum sg_h1_part part, const char *at, size_t n)
     }
     if (h && sg_h1_head_append(h, part, at, n))
         return 0;
-    s->reject = 431;
-    s->reject_text = "request head too large\n";
+    /* RFC 9110 15.5.15: a target longer than we parse is 414. */
+    s->reject = part == SG_H1_URL ? 414 : 431;
+    s->reject_text = part == SG_H1_URL ? "request target too long\n" : "request head too large\n";
     return -1;
 }
 
@@ -210,58 +217,28 @@ static int reject(struct sg_h1s *s, int status, const char *text)
     return -1;
 }
 
-/* Splits the request target into path and query (RFC 9112 3.2). Only
- * origin-form is accepted; absolute-form is reduced to its path. */
-static bool split_target(struct sg_h1s *s, struct sg_str url)
-{
-    if (url.len > 7 && (strncasecmp(url.p, "http://", 7) == 0 || strncasecmp(url.p, "https://", 8) == 0)) {
-        const char *slash = memchr(url.p + 8, '/', url.len - 8);
-        if (!slash)
-            return false;
-        url.len -= (size_t)(slash - url.p);
-        url.p = slash;
-    }
-    if (url.len == 0 || url.p[0] != '/')
-        return false;
-    const char *q = memchr(url.p, '?', url.len);
-    s->req.target = url;
-    s->req.path = (struct sg_str){ url.p, q ? (size_t)(q - url.p) : url.len };
-    s->req.query = q ? (struct sg_str){ q + 1, url.len - (size_t)(q - url.p) - 1 } : SG_STR_NULL;
-    return true;
-}
-
-/* RFC 9112 3.2: exactly one Host on HTTP/1.1, and no whitespace or
- * delimiters a downstream parser could read differently. */
-static bool host_valid(struct sg_str h)
-{
-    for (size_t i = 0; i < h.len; i++) {
-        unsigned char c = (unsigned char)h.p[i];
-        if (c <= 0x20 || c >= 0x7f || c == '/' || c == '?' || c == '#' || c == '@' || c == '\\' || c == ',')
-            return false;
-    }
-    return true;
-}
-
+/* The checks beyond llhttp (version, CONNECT, fields, target, Host,
+ * transfer codings) live in h1_head.c: sg_h1_request_check. */
 static int build_request(struct sg_h1s *s, llhttp_t *p)
 {
     const struct sg_headers *h = &s->head.headers;
+    struct sg_h1_target t;
+    const char *why = NULL;
+    int status = sg_h1_request_check(&s->head, p, &t, &why);
+    if (status)
+        return reject(s, status, why);
     memset(&s->req, 0, sizeof s->req);
+    s->http10 = t.http10;
     s->req.method = s->head.s_method;
-    if (!split_target(s, s->head.s_url))
-        return reject(s, 400, "invalid request target\n");
-    size_t n_host = sg_headers_count(h, SG_STR_LIT("host"));
-    const struct sg_header *host = sg_headers_get(h, SG_STR_LIT("host"));
-    if (n_host > 1 || (n_host == 0 && !s->http10) || (host && (host->value.len == 0 || !host_valid(host->value))))
-        return reject(s, 400, n_host > 1 ? "duplicate Host header\n" : "missing or invalid Host header\n");
-    s->req.host = host ? host->value : SG_STR_NULL;
+    s->req.target = t.target;
+    s->req.path = t.path;
+    s->req.query = t.query;
+    s->req.host = t.host;
+    s->req.content_length = t.content_length;
     s->req.protocol = s->http10 ? SG_STR_LIT("HTTP/1.0") : SG_STR_LIT("HTTP/1.1");
     s->req.client_addr = sg_str_c(s->client);
     s->req.scheme = s->l->tls ? SG_STR_LIT("https") : SG_STR_LIT("http");
     s->req.headers = h;
-    if (p->flags & F_CHUNKED)
-        s->req.content_length = -1;
-    else if (p->flags & F_CONTENT_LENGTH)
-        s->req.content_length = (int64_t)p->content_length;
     s->req.head_method = p->method == HTTP_HEAD;
     const struct sg_header *expect = sg_headers_get(h, SG_STR_LIT("expect"));
     s->req.expect_continue = expect && sg_str_ieq_c(expect->value, "100-continue") && !s->http10;
@@ -279,10 +256,6 @@ static int on_headers_complete(llhttp_t *p)
     if (!sg_h1_head_finish(&s->head))
         return reject(s, 500, "out of memory\n");
     s->http10 = p->http_major == 1 && p->http_minor == 0;
-    if (p->http_major != 1 || p->http_minor > 1)
-        return reject(s, 400, "unsupported HTTP version\n");
-    if (p->method == HTTP_CONNECT)
-        return reject(s, 405, "CONNECT is not supported\n");
     if (build_request(s, p) < 0)
         return -1;
     if (!s->req.upgrade)
@@ -304,11 +277,9 @@ static int on_body(llhttp_t *p, const char *at, size_t n)
     return 0;
 }
 
-/* Stop after each request: the next one is parsed once this one's
- * response is complete, which keeps pipelined answers in order. */
-static int on_message_complete(llhttp_t *p)
+/* The request is complete (and its trailers, if any, are valid). */
+static void message_done(struct sg_h1s *s)
 {
-    struct sg_h1s *s = conn_of(p);
     if (s->state == ST_BODY)
         s->state = ST_WAIT;
     if (s->ex) {
@@ -316,6 +287,19 @@ static int on_message_complete(llhttp_t *p)
         sg_exchange_request_end(s->ex, trailers ? &s->trailers->headers : NULL);
     } else if (!s->closing && !s->closed && s->state == ST_WAIT)
         go_idle(s); /* answered already */
+}
+
+/* Stop after each request: the next one is parsed once this one's
+ * response is complete, which keeps pipelined answers in order. A chunked
+ * request ends in parse_chunk, which first checks what llhttp does not:
+ * the last line's CRLF and the trailer fields. */
+static int on_message_complete(llhttp_t *p)
+{
+    struct sg_h1s *s = conn_of(p);
+    if (p->flags & F_CHUNKED)
+        s->end_pending = true;
+    else
+        message_done(s);
     return HPE_PAUSED;
 }
 
@@ -333,48 +317,6 @@ static const llhttp_settings_t h1s_settings = {
 
 /* ---- input --------------------------------------------------------------- */
 
-/* Head bytes llhttp 8 lets through but a proxy must not (a backend that
- * reads them differently sees another request):
- *  - a bare LF or CR as a line end (RFC 9112 2.2),
- *  - obs-fold, a field line starting with SP/HTAB (RFC 9112 5.2),
- *  - whitespace between a field name and its colon (RFC 9112 5.1),
- *  - NUL anywhere in the head.
- * Only head bytes are checked: the scan stops at the empty line that ends
- * the head, and restarts with the next request. Returns the reason for
- * a 400, or NULL. */
-static const char *head_bytes_problem(struct sg_h1s *s, const char *p, size_t n)
-{
-    for (size_t i = 0; i < n && !s->head_end; i++) {
-        char c = p[i];
-        if ((s->prev == '\r' && c != '\n') || c == '\0')
-            return "bare CR or NUL in request head\n";
-        if (c == '\n') {
-            if (s->prev != '\r')
-                return "bare LF in request head\n";
-            if (s->line_len == 0 && s->seen_line)
-                s->head_end = true;
-            s->seen_line = s->seen_line || s->line_len > 0;
-            s->line_len = 0;
-            s->in_name = s->seen_line;
-        } else if (c != '\r') {
-            if (s->in_name && (c == ' ' || c == '\t'))
-                return s->line_len == 0 ? "obs-fold (folded header line) in request head\n" : "whitespace before a header field colon\n";
-            if (c == ':')
-                s->in_name = false;
-            s->line_len++;
-        }
-        s->prev = c;
-    }
-    return NULL;
-}
-
-static void head_scan_reset(struct sg_h1s *s)
-{
-    s->prev = 0;
-    s->line_len = 0;
-    s->seen_line = s->head_end = s->in_name = false;
-}
-
 static void parse_error(struct sg_h1s *s, llhttp_errno_t err)
 {
     if (s->ex) {
@@ -387,7 +329,29 @@ static void parse_error(struct sg_h1s *s, llhttp_errno_t err)
         return;
     }
     sg_debug("client %s: bad request: %s", s->client, llhttp_errno_name(err));
-    h1s_respond_error(s, 400, "malformed request\n");
+    int status = sg_h1_parse_error_status(&s->parser, err);
+    h1s_respond_error(s, status, status == 505 ? "HTTP version not supported\n" : "malformed request\n");
+}
+
+/* llhttp accepts a bare LF as the end of a chunked body's last line
+ * ("0\r\n\n"), and trailer fields with an empty name: refused here, before
+ * the upstream sees the end of the request (RFC 9112 7.1, 2.2). */
+static void chunked_end(struct sg_h1s *s, char before_lf)
+{
+    s->end_pending = false;
+    const char *bad = before_lf != '\r' ? "bare LF at the end of a chunked body\n" : NULL;
+    if (!bad && s->trailers && s->trailers->n_fields)
+        bad = sg_h1_head_finish(s->trailers) ? sg_h1_fields_problem(s->trailers) : "out of memory\n";
+    if (!bad) {
+        message_done(s);
+        return;
+    }
+    if (s->state == ST_BODY)
+        s->state = ST_WAIT;
+    if (s->ex)
+        sg_exchange_reject(s->ex, 400, bad);
+    else
+        h1s_respond_error(s, 400, bad);
 }
 
 static bool parse_chunk(struct sg_h1s *s, struct evbuffer *in)
@@ -397,7 +361,7 @@ static bool parse_chunk(struct sg_h1s *s, struct evbuffer *in)
         return false;
     const char *data = v.iov_base;
     size_t len = v.iov_len;
-    const char *problem = s->head_end ? NULL : head_bytes_problem(s, data, len);
+    const char *problem = s->scan.head_end ? NULL : sg_h1_scan(&s->scan, data, len);
     if (problem) {
         h1s_respond_error(s, 400, problem);
         return false;
@@ -406,11 +370,17 @@ static bool parse_chunk(struct sg_h1s *s, struct evbuffer *in)
     size_t used = len;
     if (err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE) {
         used = (size_t)(llhttp_get_error_pos(&s->parser) - data);
+        char before = used >= 2 ? data[used - 2] : s->last_byte;
+        s->last_byte = used ? data[used - 1] : s->last_byte;
         evbuffer_drain(in, used);
         if (err == HPE_PAUSED)
             llhttp_resume(&s->parser);
+        if (s->end_pending)
+            chunked_end(s, before);
         return false; /* message complete: wait for its response */
     }
+    if (len)
+        s->last_byte = data[len - 1];
     if (err != HPE_OK) {
         evbuffer_drain(in, len);
         parse_error(s, err);
@@ -629,17 +599,23 @@ static void close_after_flush(struct sg_h1s *s)
 {
     s->closing = true;
     bufferevent_disable(s->bev, EV_READ);
-    if (evbuffer_get_length(out(s)) == 0)
+    if (evbuffer_get_length(out(s)) == 0) {
         h1s_close(s);
-    else
-        bufferevent_setwatermark(s->bev, EV_WRITE, 0, 0);
+        return;
+    }
+    bufferevent_setwatermark(s->bev, EV_WRITE, 0, 0);
+    /* A client that does not read does not keep it: idle_timeout bounds the flush. */
+    arm_timer(s, limits(s)->idle_timeout_ms);
 }
 
+/* What is queued (the head, body bytes) still goes out; the close then
+ * tells the client the response is incomplete (no terminating chunk, or
+ * fewer bytes than its Content-Length). */
 static void ds_abort(void *ds)
 {
     struct sg_h1s *s = ds;
     s->ex = NULL;
-    h1s_close(s);
+    close_after_flush(s);
 }
 
 static void free_trailers(struct sg_h1s *s)
@@ -654,7 +630,7 @@ static void free_trailers(struct sg_h1s *s)
 static void go_idle(struct sg_h1s *s)
 {
     s->state = ST_IDLE;
-    head_scan_reset(s);
+    sg_h1_scan_reset(&s->scan);
     free_trailers(s);
     /* Parking needs the socket itself: not under TLS. 0 = no idle timeout. */
     uint64_t idle = limits(s)->idle_timeout_ms;

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "http/h2_internal.h"
+#include "strangler/h1.h"
 
 const char sg_h2_err_pseudo_dup[] = "duplicate pseudo-header field";
 const char sg_h2_err_pseudo_unknown[] = "unknown pseudo-header field";
@@ -302,7 +303,7 @@ static bool join_cookies(struct sg_h2_head *h)
             h->fields.v[out++] = f;
             continue;
         }
-        if (len) {
+        if (len && f.value.len) { /* empty crumbs add nothing, not a trailing "; " */
             memcpy(buf + len, "; ", 2);
             len += 2;
         }
@@ -334,17 +335,12 @@ static bool path_ok(struct sg_str p)
     return true;
 }
 
-/* Same rule as the HTTP/1.1 Host check, plus 8.3.1: no userinfo. */
+/* The same rule as the HTTP/1.1 Host check (sg_h1_authority_valid: no
+ * userinfo, RFC 9113 8.3.1), so that what is valid here is valid in the
+ * HTTP/1.1 request it may become. */
 static bool authority_ok(struct sg_str a)
 {
-    if (a.len == 0)
-        return false;
-    for (size_t i = 0; i < a.len; i++) {
-        unsigned char c = (unsigned char)a.p[i];
-        if (c <= 0x20 || c >= 0x7f || c == '/' || c == '?' || c == '#' || c == '@' || c == '\\' || c == ',')
-            return false;
-    }
-    return true;
+    return sg_h1_authority_valid(a);
 }
 
 static enum sg_h2_verdict check_target(struct sg_h2_head *h, int *status, const char **text)

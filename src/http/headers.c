@@ -112,8 +112,10 @@ bool sg_header_list_has(struct sg_str value, struct sg_str token)
 
 bool sg_header_is_hop_by_hop(struct sg_str name)
 {
-    static const char *const hop[] = { "connection", "keep-alive", "proxy-connection",
-                                       "te",         "transfer-encoding", "upgrade" };
+    /* HTTP2-Settings belongs to the h2c upgrade (RFC 7540 3.2.1), which
+     * this proxy never performs or forwards (RFC 9113 removed it). */
+    static const char *const hop[] = { "connection", "keep-alive",        "proxy-connection", "te",
+                                       "transfer-encoding", "upgrade", "http2-settings" };
     for (size_t i = 0; i < sizeof hop / sizeof hop[0]; i++)
         if (sg_str_ieq_c(name, hop[i]))
             return true;
@@ -274,6 +276,15 @@ static void emit_upgrade(const struct sg_headers *in, sg_header_emit_fn emit, vo
     emit(ctx, SG_STR_LIT("connection"), SG_STR_LIT("upgrade"));
 }
 
+/* A request only ever asks the upstream for the one protocol the proxy
+ * tunnels: whatever else the client listed ("websocket, h2c") is not
+ * offered on its behalf. */
+static void emit_upgrade_request(sg_header_emit_fn emit, void *ctx)
+{
+    emit(ctx, SG_STR_LIT("upgrade"), SG_STR_LIT("websocket"));
+    emit(ctx, SG_STR_LIT("connection"), SG_STR_LIT("upgrade"));
+}
+
 /* The operator's `set` fields. Names the proxy itself controls (framing,
  * hop-by-hop, Host, x-request-id, pseudo-headers) are never emitted from
  * here: the loader should reject them, this is the last line of defence. */
@@ -304,7 +315,7 @@ static void emit_proxy_fields(const struct sg_headers *in, const struct sg_forwa
     if (te_wants_trailers(in))
         emit(ctx, SG_STR_LIT("te"), SG_STR_LIT("trailers"));
     if (o->upgrade)
-        emit_upgrade(in, emit, ctx);
+        emit_upgrade_request(emit, ctx);
 }
 
 void sg_headers_forward_request(const struct sg_headers *in, const struct sg_forward_request_opts *o,
@@ -337,10 +348,31 @@ void sg_headers_forward_response(const struct sg_headers *in, const struct sg_he
     emit_set(edits, emit, ctx);
 }
 
+/* RFC 9110 6.5.1 lists what a trailer must not carry because a recipient
+ * that merged it into the header section would change the message's
+ * meaning; the proxy also keeps out the fields it controls itself. */
 bool sg_header_trailer_ok(struct sg_str name)
 {
-    return !(sg_header_is_hop_by_hop(name) || sg_str_ieq_c(name, "content-length") || sg_str_ieq_c(name, "host") ||
-             sg_str_ieq_c(name, "trailer") || (name.len && name.p[0] == ':'));
+    static const char *const banned[] = {
+        /* framing, routing */
+        "content-length", "host", "trailer",
+        /* request modifiers */
+        "expect", "max-forwards", "range", "if-match", "if-none-match", "if-modified-since",
+        "if-unmodified-since", "if-range", "cache-control", "pragma",
+        /* authentication, state */
+        "authorization", "proxy-authorization", "www-authenticate", "proxy-authenticate", "cookie", "set-cookie",
+        /* response control, representation metadata */
+        "age", "date", "expires", "location", "retry-after", "vary", "content-encoding", "content-type",
+        "content-range",
+        /* the proxy's own */
+        "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded", "x-request-id",
+    };
+    if (name.len == 0 || name.p[0] == ':' || sg_header_is_hop_by_hop(name))
+        return false;
+    for (size_t i = 0; i < sizeof banned / sizeof banned[0]; i++)
+        if (sg_str_ieq_c(name, banned[i]))
+            return false;
+    return true;
 }
 
 void sg_headers_forward_trailers(const struct sg_headers *trailers, sg_header_emit_fn emit, void *ctx)

@@ -1253,6 +1253,163 @@ class Upstream:
         return not close
 
 
+class _RecordingSocket:
+    """Wraps a socket for Reader: every byte received is appended to `sink`."""
+
+    def __init__(self, sock, sink):
+        self.sock, self.sink = sock, sink
+
+    def recv(self, n):
+        data = self.sock.recv(n)
+        self.sink += data
+        return data
+
+
+class RawRequest:
+    """One request as a RawUpstream received it: `raw` is every byte of it, as on the wire."""
+
+    def __init__(self, raw, first, headers, body, trailers, conn):
+        self.raw, self.first, self.headers = raw, first, Headers(headers)
+        self.body, self.trailers, self.conn = body, trailers, conn
+        self.method, self.target, self.version = first.split(" ", 2)
+
+    def __repr__(self):
+        return "<RawRequest %r conn=%d>" % (self.raw[:120], self.conn.id)
+
+
+class RawConn:
+    def __init__(self, cid):
+        self.id = cid
+        self.data = bytearray()   # every byte received on this connection
+        self.requests = []        # RawRequest, complete and well-formed only
+        self.errors = []          # why the strict parser gave up (ProtocolError, Incomplete)
+        self.eof = False          # the proxy closed (or reset) the connection
+
+
+class RawUpstream:
+    """A raw-socket upstream that records every byte it receives, per connection, and parses
+    requests with the harness's strict parser (bare CR/LF, obs-fold and bad chunk lines are
+    protocol errors, recorded in conn.errors). `respond(sock, req)` answers one complete
+    request and returns True to keep the connection; the default answers 200 "ok". Faults
+    can be scripted in `respond` (write anything, close, reset)."""
+
+    def __init__(self, respond=None, name="raw"):
+        self.name = name
+        self.respond = respond or (lambda sock, req: RawUpstream.ok(sock))
+        self.lock = threading.Lock()
+        self.conns = []
+        self._stopping = threading.Event()
+        self._socks = set()
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(128)
+        self.port = self.sock.getsockname()[1]
+        self.addr = ("127.0.0.1", self.port)
+        self.addr_str = "127.0.0.1:%d" % self.port
+        threading.Thread(target=self._accept_loop, daemon=True, name="raw-" + name).start()
+        _live_upstreams.append(self)
+
+    @staticmethod
+    def ok(sock, body=b"ok"):
+        sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        return True
+
+    def __str__(self):
+        return self.addr_str
+
+    def close(self):
+        self._stopping.set()
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        with self.lock:
+            socks = list(self._socks)
+        for c in socks:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        if self in _live_upstreams:
+            _live_upstreams.remove(self)
+
+    def total_bytes(self):
+        with self.lock:
+            return sum(len(c.data) for c in self.conns)
+
+    def requests(self):
+        with self.lock:
+            return [r for c in self.conns for r in c.requests]
+
+    def errors(self):
+        with self.lock:
+            return [e for c in self.conns for e in c.errors]
+
+    def _accept_loop(self):
+        cid = 0
+        while not self._stopping.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            cid += 1
+            rec = RawConn(cid)
+            with self.lock:
+                self.conns.append(rec)
+                self._socks.add(conn)
+            threading.Thread(target=self._serve, args=(conn, rec), daemon=True).start()
+
+    def _serve(self, conn, rec):
+        reader = Reader(_RecordingSocket(conn, rec.data))
+        try:
+            while not self._stopping.is_set():
+                start = reader.nread - len(reader.buf)
+                head = reader.read_head()
+                if head is None:
+                    break
+                first, hdrs = parse_head(head)
+                hdrs = Headers(hdrs)
+                trailers = []
+                if hdrs.get("transfer-encoding") is not None:
+                    if hdrs.get("transfer-encoding").lower() != "chunked" or "content-length" in hdrs:
+                        raise ProtocolError("framing: %r" % head)
+                    body, trailers = reader.read_chunked()
+                elif hdrs.get("content-length") is not None:
+                    body = reader.read_exact(int(hdrs.get("content-length")))
+                else:
+                    body = b""
+                end = reader.nread - len(reader.buf)
+                req = RawRequest(bytes(rec.data[start:end]), first, hdrs, body, trailers, rec)
+                with self.lock:
+                    rec.requests.append(req)
+                if not self.respond(conn, req):
+                    break
+            else:
+                return
+            # the proxy closed, or respond() ended the connection: wait for EOF from the proxy
+            if reader.eof:
+                rec.eof = True
+        except (ProtocolError, Incomplete, ValueError) as e:
+            with self.lock:
+                rec.errors.append("%s: %s" % (type(e).__name__, e))
+            if isinstance(e, Incomplete):
+                rec.eof = True
+        except OSError as e:
+            with self.lock:
+                rec.errors.append("OSError: %s" % e)
+            rec.eof = True
+        finally:
+            if reader.eof:
+                rec.eof = True
+            with self.lock:
+                self._socks.discard(conn)
+            try:
+                conn.close()
+            except OSError:
+                pass
+
+
 def closed_port():
     """A loopback port nobody listens on (bound, then closed)."""
     s = socket.socket()

@@ -125,6 +125,57 @@ static void test_serialisers(void **state)
     evbuffer_free(b);
 }
 
+static void test_authority(void **state)
+{
+    static const char *const good[] = { "a", "a.example", "a.example:8080", "127.0.0.1:1", "[::1]", "[::1]:443",
+                                        "xn--bcher-kva.example", "a_b", "%41.example", "[2001:db8::1.2.3.4]" };
+    static const char *const bad[] = { "", "a b", "u@a", "a,b", "a/x", "a:", "a:99999", "a:http", "a:1:2",
+                                       "[::1", "[::1]x", "[zz::1]", "%4", "a\tb", "a?b", "a#b", "[fe80::1%25eth0]" };
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++)
+        assert_true(sg_h1_authority_valid(sg_str_c(good[i])));
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        if (sg_h1_authority_valid(sg_str_c(bad[i])))
+            fail_msg("authority %s accepted", bad[i]);
+    }
+}
+
+static const char *scan(const char *text)
+{
+    struct sg_h1_scan sc;
+    sg_h1_scan_reset(&sc);
+    /* byte by byte: the scanner keeps its state across pieces */
+    for (const char *p = text; *p; p++) {
+        const char *why = sg_h1_scan(&sc, p, 1);
+        if (why)
+            return why;
+    }
+    return sc.head_end ? NULL : "incomplete";
+}
+
+static void test_scan(void **state)
+{
+    assert_null(scan("GET / HTTP/1.1\r\nHost: a\r\n\r\n"));
+    assert_null(scan("\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\nX:\r\n\r\n"));
+    assert_non_null(scan("GET / HTTP/1.1\nHost: a\r\n\r\n"));
+    assert_non_null(scan("GET / HTTP/1.1\r\nHost: a\rX: 1\r\n\r\n"));
+    assert_non_null(scan("GET  / HTTP/1.1\r\nHost: a\r\n\r\n"));
+    assert_non_null(scan("GET / HTTP/1.1 \r\nHost: a\r\n\r\n"));
+    assert_non_null(scan("GET\t/ HTTP/1.1\r\nHost: a\r\n\r\n"));
+    assert_non_null(scan("GET /\r\nHost: a\r\n\r\n"));
+    assert_non_null(scan("GET / HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n"));
+    assert_non_null(scan("GET / HTTP/1.1\r\nHost : a\r\n\r\n"));
+    assert_non_null(scan("GET / HTTP/1.1\r\n: a\r\n\r\n"));
+}
+
+static void test_token(void **state)
+{
+    assert_true(sg_h1_token(SG_STR_LIT("X-Custom_1!#$%&'*+-.^`|~")));
+    assert_false(sg_h1_token(SG_STR_LIT("")));
+    assert_false(sg_h1_token(SG_STR_LIT("a b")));
+    assert_false(sg_h1_token(SG_STR_LIT("a:b")));
+    assert_false(sg_h1_token(SG_STR_LIT("a\"")));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -132,6 +183,9 @@ int main(void)
         cmocka_unit_test(test_limit_counts_separators),
         cmocka_unit_test(test_release_then_reuse),
         cmocka_unit_test(test_serialisers),
+        cmocka_unit_test(test_authority),
+        cmocka_unit_test(test_scan),
+        cmocka_unit_test(test_token),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
