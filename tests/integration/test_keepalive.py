@@ -361,9 +361,9 @@ def test_client_idle_timeout():
 
 
 def test_idle_connections_parked_and_woken():
-    # after 100 ms idle a plaintext keep-alive connection gives its buffers back and waits
-    # with one event on its socket; the next request (pipelined, or with a body) must find it
-    # exactly as before, on every connection
+    # after 20 ms idle a plaintext keep-alive connection gives its buffers and request state
+    # back and waits as a small copy with one event on its socket; the next request
+    # (pipelined, or with a body) must find it exactly as before, on every connection
     up = Upstream("park")
     with Proxy(one_route(up)) as p:
         clients = [Client(p.addr()) for _ in range(30)]
