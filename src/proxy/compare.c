@@ -1304,6 +1304,13 @@ static int by_count_desc(const void *x, const void *y)
     return strcmp(a->key, b->key);
 }
 
+/* qsort's arguments must not be NULL, even for no elements. */
+static void sort(void *base, size_t n, size_t size, int (*cmp)(const void *, const void *))
+{
+    if (n > 1)
+        qsort(base, n, size, cmp);
+}
+
 static int by_ts_desc(const void *x, const void *y)
 {
     const struct recent *a = x, *b = y;
@@ -1318,7 +1325,7 @@ static void share(struct evbuffer *out, uint64_t n, uint64_t of)
 static void report_counted(struct evbuffer *out, const char *key, struct counted *t, size_t n, uint64_t other,
                            uint64_t compared)
 {
-    qsort(t, n, sizeof *t, by_count_desc);
+    sort(t, n, sizeof *t, by_count_desc);
     evbuffer_add_printf(out, ",\"%s\":[", key);
     size_t shown = n < REPORT_TOP ? n : REPORT_TOP;
     for (size_t i = shown; i < n; i++)
@@ -1362,7 +1369,7 @@ static void report_entry(struct evbuffer *out, const struct cmp_g *g, struct agg
     evbuffer_add_printf(out, ",\"matched_with_noise\":%" PRIu64 ",\"status_mismatches\":%" PRIu64, a->noise_only,
                         a->status_diffs);
     add_lit(out, ",\"header_mismatches\":{");
-    qsort(a->hdrs, a->n_hdrs, sizeof *a->hdrs, by_count_desc);
+    sort(a->hdrs, a->n_hdrs, sizeof *a->hdrs, by_count_desc);
     for (size_t i = 0; i < a->n_hdrs; i++) {
         if (i)
             add_lit(out, ",");
@@ -1386,7 +1393,7 @@ static void report_entry(struct evbuffer *out, const struct cmp_g *g, struct agg
         evbuffer_add_printf(out, ",\"learnt_from\":%" PRIu64 ",\"ignored\":%" PRIu64 "}", g->noise[i].seen, hits);
     }
     evbuffer_add_printf(out, "],\"log_suppressed\":%" PRIu64 ",\"recent_mismatches\":[", a->log_suppressed);
-    qsort(a->recent, a->n_recent, sizeof *a->recent, by_ts_desc);
+    sort(a->recent, a->n_recent, sizeof *a->recent, by_ts_desc);
     for (size_t i = 0; i < a->n_recent && i < RECENT_MAX; i++) {
         if (i)
             add_lit(out, ",");
