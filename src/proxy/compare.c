@@ -302,8 +302,8 @@ static void arrays(struct walk *w, const json_t *a, const json_t *b)
 static void node(struct walk *w, const json_t *a, const json_t *b)
 {
     const struct sg_json_diff_opts *o = w->o;
-    if (matches_any(w, o->ignore, o->n_ignore))
-        return;
+    if ((!a && !b) || matches_any(w, o->ignore, o->n_ignore))
+        return; /* absent on both sides (e.g. two empty bodies) is no difference */
     if (matches_any(w, o->noise, o->n_noise)) {
         if (!(a && b && sg_json_equal(a, b)))
             report(w, a, b, true);

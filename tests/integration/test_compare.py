@@ -204,11 +204,13 @@ def test_same_json_in_another_key_order_and_whitespace_matches():
                     eq(json.loads(body), doc("/same/%d" % i), "the client gets the primary's answer")
                 for i in range(3):
                     get_ok(c, "/late/%d" % i)
-            eq(wait_results(p, "same", 10), {"match": 10, "mismatch": 0, "skipped": 0, "error": 0},
-               "reordered, re-indented JSON with 1 as 1.0")
+                for i in range(2):
+                    get_ok(c, "/same/head/%d" % i, method="HEAD")
+            eq(wait_results(p, "same", 12), {"match": 12, "mismatch": 0, "skipped": 0, "error": 0},
+               "reordered, re-indented JSON with 1 as 1.0; HEAD answers without bodies")
             eq(wait_results(p, "late", 3)["match"], 3, "compared when the primary ends last")
             rep = report(p, "same")
-            eq((rep["compared"], rep["matched"], rep["mismatched"], rep["match_rate"]), (10, 10, 0, 1.0),
+            eq((rep["compared"], rep["matched"], rep["mismatched"], rep["match_rate"]), (12, 12, 0, 1.0),
                "report")
             eq(rep["top_pointers"], [], "no differing pointer")
             eq(rep["recent_mismatches"], [], "no mismatch")

@@ -117,6 +117,12 @@ static void test_equal_despite_order_whitespace_and_number_form(void **state)
                      0);
     assert_int_equal(diff("1e2", "100", NULL, NULL, &s), 0);
     assert_int_equal(diff("[]", "[]", NULL, NULL, &s), 0);
+    /* two absent documents (two empty bodies) are equal; one absent is not */
+    struct sg_json_diff_opts o = { 0 };
+    assert_int_equal(sg_json_diff(NULL, NULL, &o, NULL), 0);
+    json_t *one = json_integer(1);
+    assert_int_equal(sg_json_diff(one, NULL, &o, NULL), 1);
+    json_decref(one);
 }
 
 static void test_differences_are_named(void **state)
