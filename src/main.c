@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "strangler/admin.h"
+#include "strangler/compare.h"
 #include "strangler/config.h"
 #include "strangler/listen.h"
 #include "strangler/log.h"
@@ -116,6 +117,7 @@ static void register_metrics(struct app *a)
                       "Mismatches by differing JSON Pointer (the first 20 per route and upstream; the rest: other).");
     sg_metrics_family("strangler_mirror_noise_probes_total", SG_METRIC_COUNTER,
                       "Noise probes (a GET/HEAD sent twice to the primary's upstream) by result.");
+    sg_compare_init();
     sg_metrics_family("strangler_downstream_connections", SG_METRIC_GAUGE, "Open client connections by listener.");
     sg_metrics_family("strangler_config_reloads_total", SG_METRIC_COUNTER, "Configuration reloads by result.");
     sg_metrics_family("strangler_config_generation", SG_METRIC_GAUGE, "Generation of the configuration in use.");

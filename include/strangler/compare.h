@@ -112,6 +112,10 @@ bool sg_noise_probe_wanted(struct sg_worker *w, const struct sg_route *route, co
 void sg_noise_probe_done(struct sg_worker *w, const struct sg_route *route, const struct sg_mirror *m,
                          bool failed);
 
+/* Once, before any worker starts: seeds jansson's object hashing (which
+ * would otherwise seed itself lazily from whichever thread parses first). */
+void sg_compare_init(void);
+
 /* GET /mirror/diffs: the JSON report over every worker (admin thread). */
 void sg_compare_report(struct evbuffer *out);
 /* POST /mirror/diffs/reset: forgets counts, pointers and recent mismatches

@@ -1225,6 +1225,11 @@ void sg_noise_probe_done(struct sg_worker *w, const struct sg_route *route, cons
     }
 }
 
+void sg_compare_init(void)
+{
+    json_object_seed(0);
+}
+
 /* ==== the report ================================================================ */
 
 struct agg {
