@@ -346,10 +346,13 @@ def test_noise_is_learnt_from_two_primary_answers_and_stops_counting():
             eq({x["pointer"] for x in rep["noise"]}, {"/ts", "/request_uuid"}, "learnt noise")
             check(rep["noise_probes"] >= 1, "probes counted: %r" % rep)
             check(mval(p, PROBES, route="n", upstream="mirror", result="learnt") >= 1, "probe metric")
-            check(primary.count("GET", shadow=False) > primary.count("GET", shadow=True),
-                  "probes went to the primary's upstream without the shadow suffix")
+            wait_until(lambda: primary.count("GET") > warm, 3)
+            check(primary.count("GET") > warm,
+                  "probes: the primary's upstream saw %d GETs for %d client requests"
+                  % (primary.count("GET"), warm))
             eq(primary.count(shadow=True), 0, "no probe carries the shadow host")
             before = wait_results(p, "n", warm)
+            eq(mirror.count("GET"), warm, "probes never go to the mirror")
             total_before = warm
             reset(p)
             for i in range(10):
@@ -537,7 +540,7 @@ def test_slow_shadow_leaves_the_primary_latency_unchanged():
     def answer(m, path, h):
         return 200, JSON_CT, doc(path)
 
-    with JsonUpstream("primary", answer) as primary, JsonUpstream("mirror", answer, delay=1.0) as mirror:
+    with JsonUpstream("primary", answer) as primary, JsonUpstream("mirror", answer, delay=2.0) as mirror:
         cfg = config({"primary": primary, "mirror": mirror},
                      [cmp_route("slow", "/slow", {"body": "json"}),
                       {"name": "plain", "match": {"path_prefix": "/plain"},
@@ -551,7 +554,7 @@ def test_slow_shadow_leaves_the_primary_latency_unchanged():
                 base = [timed("/plain/%d" % i) for i in range(10)]
                 slow = [timed("/slow/%d" % i) for i in range(10)]
             med_base, med_slow = statistics.median(base), statistics.median(slow)
-            check(max(slow) < 0.5, "a primary waited for the 1s shadow: %r" % slow)
+            check(max(slow) < 1.0, "a primary waited for the 2s shadow: %r" % slow)
             check(med_slow < med_base + 0.1, "median %.3fs vs %.3fs without a mirror" % (med_slow, med_base))
             eq(sum(results(p, "slow").values()), 0, "nothing compared before the shadows answer")
             eq(wait_results(p, "slow", 10, timeout=15)["match"], 10, "compared once the shadows answered")
