@@ -10,12 +10,13 @@
 #include <unistd.h>
 
 #include "strangler/admin.h"
-#include "strangler/health.h"
-#include "strangler/prober.h"
+#include "strangler/compare.h"
 #include "strangler/config.h"
+#include "strangler/health.h"
 #include "strangler/listen.h"
 #include "strangler/log.h"
 #include "strangler/metrics.h"
+#include "strangler/prober.h"
 #include "strangler/watch.h"
 #include "strangler/worker.h"
 
@@ -112,6 +113,13 @@ static void register_metrics(struct app *a)
     sg_metrics_family("strangler_upstream_connections", SG_METRIC_GAUGE, "Upstream connections by state.");
     sg_metrics_family("strangler_mirror_requests_total", SG_METRIC_COUNTER, "Shadow requests sent or dropped.");
     sg_metrics_family("strangler_mirror_responses_total", SG_METRIC_COUNTER, "Shadow responses by status.");
+    sg_metrics_family("strangler_mirror_comparisons_total", SG_METRIC_COUNTER,
+                      "Shadow responses compared with the primary's, by result.");
+    sg_metrics_family("strangler_mirror_diff_fields_total", SG_METRIC_COUNTER,
+                      "Mismatches by differing JSON Pointer (the first 20 per route and upstream; the rest: other).");
+    sg_metrics_family("strangler_mirror_noise_probes_total", SG_METRIC_COUNTER,
+                      "Noise probes (a GET/HEAD sent twice to the primary's upstream) by result.");
+    sg_compare_init();
     sg_metrics_family("strangler_downstream_connections", SG_METRIC_GAUGE, "Open client connections by listener.");
     sg_metrics_family("strangler_config_reloads_total", SG_METRIC_COUNTER, "Configuration reloads by result.");
     sg_metrics_family("strangler_config_generation", SG_METRIC_GAUGE, "Generation of the configuration in use.");

@@ -102,6 +102,13 @@ struct sg_destination {
 
 enum sg_compare_body { SG_CMP_BODY_BYTES = 0, SG_CMP_BODY_NONE, SG_CMP_BODY_JSON };
 
+/* A JSON Pointer split into its decoded segments (~1 -> '/', ~0 -> '~');
+ * a segment "*" matches any one key or index (compare.h). */
+struct sg_json_pointer {
+    char **seg;
+    size_t n;
+};
+
 struct sg_compare {
     bool status; /* default true */
     char **headers; /* lower-cased */
@@ -109,6 +116,7 @@ struct sg_compare {
     enum sg_compare_body body; /* default bytes */
     char **ignore; /* JSON pointers, validated: "" or starting with '/' */
     size_t n_ignore;
+    struct sg_json_pointer *ignore_ptrs; /* the same, split into segments (n_ignore) */
     uint64_t max_body_bytes; /* default 1MiB */
     bool noise_auto; /* noise: auto */
     uint32_t log_rate; /* default 10 */

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "config/internal.h"
+#include "strangler/compare.h"
 
 static const char *const mirror_keys[] = {
     "upstream", "percent", "timeout", "max_body_bytes", "host_suffix", "methods", "compare", NULL,
@@ -82,6 +83,18 @@ static bool pointer_check(struct cfg_ctx *c, const struct cfg_node *item, const 
     return true;
 }
 
+/* Pre-split for the diff walk (compare.c), so the request path never
+ * parses a pointer. Only called once the strings passed pointer_check. */
+static void compile_ignore(struct cfg_ctx *c, const struct cfg_node *n, struct sg_compare *k)
+{
+    if (k->n_ignore == 0)
+        return;
+    k->ignore_ptrs = cfg_calloc(c, k->n_ignore, sizeof *k->ignore_ptrs);
+    for (size_t i = 0; k->ignore_ptrs && i < k->n_ignore; i++)
+        if (k->ignore[i] && !sg_json_pointer_parse(k->ignore[i], &k->ignore_ptrs[i]))
+            cfg_error(c, cfg_opt(n, "ignore"), "ignore: \"%s\" is not a JSON Pointer", k->ignore[i]);
+}
+
 static void compile_compare(struct cfg_ctx *c, const struct cfg_node *n, struct sg_mirror *m)
 {
     static const char *const body_names[] = { "none", "bytes", "json", NULL };
@@ -98,7 +111,8 @@ static void compile_compare(struct cfg_ctx *c, const struct cfg_node *n, struct 
     int body, noise;
     cfg_get_enum(c, n, "body", body_names, 1, &body);
     k->body = body_kinds[body];
-    cfg_get_str_list(c, n, "ignore", pointer_check, 0, &k->ignore, &k->n_ignore);
+    if (cfg_get_str_list(c, n, "ignore", pointer_check, 0, &k->ignore, &k->n_ignore))
+        compile_ignore(c, n, k);
     cfg_get_size(c, n, "max_body_bytes", 1024 * 1024, 0, UINT64_MAX, &k->max_body_bytes);
     cfg_get_enum(c, n, "noise", noise_names, 0, &noise);
     k->noise_auto = noise == 1;

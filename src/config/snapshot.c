@@ -4,6 +4,7 @@
 #include <stdlib.h>
 
 #include "config/internal.h"
+#include "strangler/compare.h"
 
 static void free_strv(char **v, size_t n)
 {
@@ -50,6 +51,9 @@ static void free_mirror(struct sg_mirror *m)
     free_strv(m->methods, m->n_methods);
     if (m->compare) {
         free_strv(m->compare->headers, m->compare->n_headers);
+        for (size_t i = 0; m->compare->ignore_ptrs && i < m->compare->n_ignore; i++)
+            sg_json_pointer_free(&m->compare->ignore_ptrs[i]);
+        free(m->compare->ignore_ptrs);
         free_strv(m->compare->ignore, m->compare->n_ignore);
         free(m->compare);
     }

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "strangler/compare.h"
 #include "strangler/config_json.h"
 #include "strangler/health.h"
 #include "strangler/json.h"
@@ -119,9 +120,36 @@ static void reload_cb(struct evhttp_request *req, void *arg)
     evbuffer_free(b);
 }
 
+/* GET /mirror/diffs: comparison results per route and mirror upstream. */
+static void diffs_cb(struct evhttp_request *req, void *arg)
+{
+    if (!is_get(req)) {
+        reply_text(req, 405, "Method Not Allowed", "use GET\n");
+        return;
+    }
+    struct evbuffer *b = evbuffer_new();
+    if (!b)
+        return;
+    sg_compare_report(b);
+    reply_json(req, 200, "OK", b);
+    evbuffer_free(b);
+}
+
+/* POST /mirror/diffs/reset: starts the report afresh (learnt noise and
+ * metrics stay). */
+static void diffs_reset_cb(struct evhttp_request *req, void *arg)
+{
+    if (evhttp_request_get_command(req) != EVHTTP_REQ_POST) {
+        reply_text(req, 405, "Method Not Allowed", "use POST\n");
+        return;
+    }
+    sg_compare_reset();
+    reply_text(req, 200, "OK", "reset\n");
+}
+
 static void other_cb(struct evhttp_request *req, void *arg)
 {
-    reply_text(req, 404, "Not Found", "admin endpoints: GET /metrics /ready /live /config, POST /reload\n");
+    reply_text(req, 404, "Not Found", "admin endpoints: GET /metrics /ready /live /config /mirror/diffs, POST /reload /mirror/diffs/reset\n");
 }
 
 struct sg_admin *sg_admin_start(struct event_base *base, struct sg_server *srv, const struct sg_hostport *addr,
@@ -143,6 +171,8 @@ struct sg_admin *sg_admin_start(struct event_base *base, struct sg_server *srv, 
     evhttp_set_cb(a->http, "/live", live_cb, a);
     evhttp_set_cb(a->http, "/config", config_cb, a);
     evhttp_set_cb(a->http, "/reload", reload_cb, a);
+    evhttp_set_cb(a->http, "/mirror/diffs", diffs_cb, a);
+    evhttp_set_cb(a->http, "/mirror/diffs/reset", diffs_reset_cb, a);
     evhttp_set_gencb(a->http, other_cb, a);
     struct evhttp_bound_socket *bs = evhttp_bind_socket_with_handle(a->http, addr->host, addr->port);
     if (!bs) {

@@ -198,6 +198,21 @@ static void match(struct emit *e, const struct sg_route *r)
     close_(e, '}');
 }
 
+static void compare(struct emit *e, const struct sg_compare *k)
+{
+    static const char *const body[] = { [SG_CMP_BODY_BYTES] = "bytes", [SG_CMP_BODY_NONE] = "none",
+                                        [SG_CMP_BODY_JSON] = "json" };
+    open_(e, "compare", '{');
+    boolean(e, "status", k->status);
+    strv(e, "headers", k->headers, k->n_headers);
+    str(e, "body", body[k->body]);
+    strv(e, "ignore", k->ignore, k->n_ignore);
+    num(e, "max_body_bytes", k->max_body_bytes);
+    str(e, "noise", k->noise_auto ? "auto" : "off");
+    num(e, "log_rate", k->log_rate);
+    close_(e, '}');
+}
+
 static void mirrors(struct emit *e, const struct sg_route *r)
 {
     open_(e, "mirror", '[');
@@ -212,6 +227,8 @@ static void mirrors(struct emit *e, const struct sg_route *r)
         str(e, "host_suffix", m->host_suffix);
         if (m->n_methods)
             strv(e, "methods", m->methods, m->n_methods);
+        if (m->compare)
+            compare(e, m->compare);
         close_(e, '}');
     }
     close_(e, ']');

@@ -71,8 +71,10 @@ struct sg_exchange {
     size_t request_id_len;
     char *target; /* rewritten path + query sent upstream */
     size_t target_len;
-    /* Shadows being fed this request's body: a slot is cleared by the
-     * shadow if it ends first (mirror.h). */
+    /* Shadows being fed this request's body (and the response's summary,
+     * for compare): a slot is cleared by the shadow if it ends first
+     * (mirror.h). Slot i is mirror i's shadow, slot n_mirrors + i its noise
+     * probe, if any. */
     struct sg_shadow **shadows;
     size_t n_shadows;
     const struct sg_headers *req_trailers; /* the client's, owned by the downstream */
@@ -269,11 +271,11 @@ static bool ex_rewrite(struct sg_exchange *ex)
 static void ex_start_shadows(struct sg_exchange *ex)
 {
     const struct sg_route *r = ex->route;
-    ex->shadows = calloc(r->n_mirrors, sizeof *ex->shadows);
+    ex->shadows = calloc(2 * r->n_mirrors, sizeof *ex->shadows);
     ex->mirrored = calloc(r->n_mirrors, sizeof *ex->mirrored);
     if (!ex->shadows || !ex->mirrored)
         return;
-    ex->n_shadows = r->n_mirrors;
+    ex->n_shadows = 2 * r->n_mirrors;
     struct sg_forward_request_opts fwd = {
         .client_addr = ex->req.client_addr,
         .proto = ex->req.scheme,
@@ -295,8 +297,11 @@ static void ex_start_shadows(struct sg_exchange *ex)
             .forward = &fwd,
             .content_length = ex->req.content_length,
         };
-        if (sg_shadow_start(ex->w, ex->snap, &sr, &ex->shadows[i]))
+        if (sg_shadow_start(ex->w, ex->snap, &sr, &ex->shadows[i])) {
             ex->mirrored[ex->n_mirrored++] = sg_str_c(m->upstream->name);
+            if (m->compare)
+                sg_shadow_probe_start(ex->w, ex->snap, &sr, ex->dest->upstream, &ex->shadows[r->n_mirrors + i]);
+        }
     }
 }
 
@@ -682,6 +687,9 @@ static void up_head(void *owner, int status, const struct sg_headers *h, int64_t
         ex->replay_lost = true;
     }
     ex->ops->head(ex->ds, status, h, &ex->route->response_headers, content_length, false);
+    for (size_t i = 0; i < ex->n_shadows; i++)
+        if (ex->shadows[i])
+            sg_shadow_primary_head(ex->shadows[i], status, h);
 }
 
 static void up_body(void *owner, const char *p, size_t n)
@@ -689,6 +697,9 @@ static void up_body(void *owner, const char *p, size_t n)
     struct sg_exchange *ex = owner;
     ex->bytes_out += n;
     ex->ops->body(ex->ds, p, n);
+    for (size_t i = 0; i < ex->n_shadows; i++)
+        if (ex->shadows[i])
+            sg_shadow_primary_body(ex->shadows[i], p, n);
     if (ex->ops->congested(ex->ds))
         sg_ustream_pause(&ex->up, true);
 }
@@ -800,7 +811,7 @@ static void ex_finish(struct sg_exchange *ex, bool close)
         if (ex->shadows[i]) {
             struct sg_shadow *sh = ex->shadows[i];
             ex->shadows[i] = NULL;
-            sg_shadow_release(sh);
+            sg_shadow_release(sh, ex->resp_done);
         }
     double ms = (double)(sg_mono_us() - ex->start_mono_us) / 1000.0;
     if (ex->snap->cfg->access_log)

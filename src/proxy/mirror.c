@@ -19,6 +19,7 @@
 
 #include "strangler/access_log.h"
 #include "strangler/clock.h"
+#include "strangler/compare.h"
 #include "strangler/h1.h"
 #include "strangler/h1_client.h"
 #include "strangler/h2_client.h"
@@ -39,6 +40,7 @@ struct sg_shadow {
     struct sg_wsnap *snap; /* pinned: route, mirror and upstream names live in it */
     const struct sg_route *route;
     const struct sg_mirror *m;
+    const struct sg_upstream *dest; /* m->upstream, or the primary's for a noise probe */
     struct sg_upstream_rt *ups;
     struct sg_pool *pool;
     struct sg_acquire acq;
@@ -54,7 +56,13 @@ struct sg_shadow {
     size_t unsent_head; /* head bytes ahead of the body in the connection's output */
     struct evbuffer_cb_entry *drain_cb; /* releases `held` as the output drains */
     bool attached, body_done, sent, finished, released;
-    int status; /* the shadow's response status, 0 none */
+    /* Comparison (compare.h): both responses' summaries. A sent shadow that
+     * ends before the primary lets go stays `waiting` (off the worker's
+     * in-flight list, its slot kept) until sg_shadow_release hands over the
+     * rest of the primary's summary; whichever ends last compares. */
+    struct sg_cmp *cmp;
+    bool probe; /* a noise probe: a second request to the primary's upstream */
+    bool waiting, no_compare;    int status; /* the shadow's response status, 0 none */
     const char *drop_reason;
     const char *error;
     struct event timer;
@@ -64,6 +72,11 @@ struct sg_shadow {
 
 static void shadow_finish(struct sg_shadow *sh);
 static const struct sg_h1c_owner_ops shadow_ops;
+
+static struct sg_cmp_budget cmp_budget(struct sg_shadow *sh)
+{
+    return (struct sg_cmp_budget){ &sh->w->shadow_bytes, sh->snap->cfg->limits.shadow_max_buffered_bytes };
+}
 
 /* ---- accounting ------------------------------------------------------- */
 
@@ -165,9 +178,9 @@ static void detach(struct sg_shadow *sh)
 
 /* ---- life cycle --------------------------------------------------------- */
 
-static void shadow_free(void *arg)
+static void shadow_free(struct sg_shadow *sh)
 {
-    struct sg_shadow *sh = arg;
+    sg_cmp_free(sh->cmp, cmp_budget(sh));
     sg_ustream_free(&sh->up);
     if (sh->fields)
         evbuffer_free(sh->fields);
@@ -176,6 +189,29 @@ static void shadow_free(void *arg)
     free(sh->strings);
     sg_wsnap_unpin(sh->snap);
     free(sh);
+}
+
+/* Deferred: both sides are over (or the comparison is off). */
+static void shadow_done(void *arg)
+{
+    struct sg_shadow *sh = arg;
+    bool compared = false;
+    if (sh->cmp && !sh->drop_reason && !sh->no_compare) {
+        struct sg_cmp_request r = {
+            .route = sh->route,
+            .mirror = sh->m,
+            .probe = sh->probe,
+            .request_id = sh->request_id,
+            .method = sh->method,
+            .path = sh->target,
+            .wall_us = sh->start_wall_us,
+        };
+        sg_compare_run(sh->w, sh->cmp, &r);
+        compared = true;
+    }
+    if (sh->probe)
+        sg_noise_probe_done(sh->w, sh->route, sh->m, !compared);
+    shadow_free(sh);
 }
 
 static void shadow_drop(struct sg_shadow *sh, const char *reason)
@@ -199,9 +235,11 @@ static void shadow_finish(struct sg_shadow *sh)
     detach(sh);
     if (sh->pool)
         sh->pool->in_flight--;
-    if (sh->slot)
+    sh->waiting = sh->cmp && sh->slot && !sh->drop_reason && !sh->no_compare;
+    if (sh->slot && !sh->waiting) {
         *sh->slot = NULL;
-    sh->slot = NULL;
+        sh->slot = NULL;
+    }
     release_held(sh, sh->held);
     w->n_shadows--;
     if (sh->prev)
@@ -210,10 +248,13 @@ static void shadow_finish(struct sg_shadow *sh)
         w->shadows = sh->next;
     if (sh->next)
         sh->next->prev = sh->prev;
-    count_outcome(w, sh);
-    if (sh->snap->cfg->access_log)
-        log_line(sh);
-    sg_worker_defer(w, shadow_free, sh);
+    if (!sh->probe) { /* a probe is not a mirrored request */
+        count_outcome(w, sh);
+        if (sh->snap->cfg->access_log)
+            log_line(sh);
+    }
+    if (!sh->waiting)
+        sg_worker_defer(w, shadow_done, sh);
     sg_worker_maybe_exit(w);
 }
 
@@ -270,12 +311,13 @@ static struct sg_str keep(char **cursor, struct sg_str s)
 static bool copy_request(struct sg_shadow *sh, const struct sg_shadow_request *r)
 {
     const struct sg_forward_request_opts *f = r->forward;
-    const char *suffix = sh->m->host_suffix ? sh->m->host_suffix : "";
+    /* A probe goes to the primary's upstream as the primary did: no suffix. */
+    const char *suffix = sh->probe || !sh->m->host_suffix ? "" : sh->m->host_suffix;
     /* HTTP/1.0 without Host: like the primary, name the endpoint. */
     char endpoint[300];
     struct sg_str host = r->host;
     if (host.len == 0) {
-        const struct sg_hostport *ep = &sh->m->upstream->endpoints[0];
+        const struct sg_hostport *ep = &sh->dest->endpoints[0];
         int n = snprintf(endpoint, sizeof endpoint, strchr(ep->host, ':') ? "[%s]:%u" : "%s:%u", ep->host, ep->port);
         host = (struct sg_str){ endpoint, n > 0 ? (size_t)n : 0 };
     }
@@ -344,7 +386,7 @@ static void attach_h2(struct sg_shadow *sh, struct sg_h2c_sess *s)
     sh->attached = true;
     sg_h2c_begin(&sh->up.h2s, s, &shadow_ops, sh);
     evbuffer_add_buffer(sh->up.h2s.hdrs, sh->fields);
-    struct sg_str scheme = sh->m->upstream->protocol == SG_PROTO_H2 ? SG_STR_LIT("https") : SG_STR_LIT("http");
+    struct sg_str scheme = sh->dest->protocol == SG_PROTO_H2 ? SG_STR_LIT("https") : SG_STR_LIT("http");
     if (!sg_h2c_submit(&sh->up.h2s, sh->method, scheme, sh->host, sh->target, sh->content_length != 0)) {
         shadow_drop(sh, reason_upstream_error);
         return;
@@ -394,20 +436,25 @@ static void begin(struct sg_shadow *sh)
     }
 }
 
-bool sg_shadow_start(struct sg_worker *w, struct sg_wsnap *snap, const struct sg_shadow_request *r,
-                     struct sg_shadow **slot)
+static bool shadow_new(struct sg_worker *w, struct sg_wsnap *snap, const struct sg_shadow_request *r,
+                       const struct sg_upstream *dest, bool probe, struct sg_shadow **slot)
 {
     *slot = NULL;
     struct sg_shadow *sh = calloc(1, sizeof *sh);
-    if (!sh)
+    if (!sh) {
+        if (probe)
+            sg_noise_probe_done(w, r->route, r->mirror, true);
         return false;
+    }
     sh->w = w;
     sh->snap = snap;
     snap->pins++;
     sh->route = r->route;
     sh->m = r->mirror;
-    sh->ups = &snap->ups[r->mirror->upstream->index];
-    sh->up.h2 = r->mirror->upstream->protocol != SG_PROTO_HTTP1;
+    sh->dest = dest;
+    sh->probe = probe;
+    sh->ups = &snap->ups[dest->index];
+    sh->up.h2 = dest->protocol != SG_PROTO_HTTP1;
     sh->content_length = r->content_length;
     sh->body_done = r->content_length == 0;
     sh->start_mono_us = sg_mono_us();
@@ -431,12 +478,30 @@ bool sg_shadow_start(struct sg_worker *w, struct sg_wsnap *snap, const struct sg
         shadow_drop(sh, reason_body_too_large);
         return false;
     }
+    /* Without memory for the summaries the shadow still goes; its
+     * comparison is counted as an error. */
+    if (sh->m->compare)
+        sh->cmp = sg_cmp_new(sh->m->compare);
     struct timeval tv = sg_tv_ms(sh->m->timeout_ms);
     event_add(&sh->timer, &tv);
     sh->slot = slot;
     *slot = sh;
     begin(sh);
     return true;
+}
+
+bool sg_shadow_start(struct sg_worker *w, struct sg_wsnap *snap, const struct sg_shadow_request *r,
+                     struct sg_shadow **slot)
+{
+    return shadow_new(w, snap, r, r->mirror->upstream, false, slot);
+}
+
+void sg_shadow_probe_start(struct sg_worker *w, struct sg_wsnap *snap, const struct sg_shadow_request *r,
+                           const struct sg_upstream *primary, struct sg_shadow **slot)
+{
+    *slot = NULL;
+    if (primary && sg_noise_probe_wanted(w, r->route, r->mirror, r->method))
+        shadow_new(w, snap, r, primary, true, slot);
 }
 
 /* ---- body from the primary ---------------------------------------------------- */
@@ -476,9 +541,28 @@ void sg_shadow_body_end(struct sg_shadow *sh)
         send_end(sh);
 }
 
-void sg_shadow_release(struct sg_shadow *sh)
+void sg_shadow_primary_head(struct sg_shadow *sh, int status, const struct sg_headers *h)
+{
+    if (sh->cmp && !sh->drop_reason)
+        sg_cmp_head(sh->cmp, SG_CMP_PRIMARY, status, h, cmp_budget(sh));
+}
+
+void sg_shadow_primary_body(struct sg_shadow *sh, const char *p, size_t n)
+{
+    if (sh->cmp && !sh->drop_reason)
+        sg_cmp_body(sh->cmp, SG_CMP_PRIMARY, p, n, cmp_budget(sh));
+}
+
+void sg_shadow_release(struct sg_shadow *sh, bool response_complete)
 {
     sh->slot = NULL;
+    if (sh->cmp && response_complete)
+        sg_cmp_end(sh->cmp, SG_CMP_PRIMARY);
+    if (sh->waiting) { /* the shadow ended first: compare now */
+        sh->waiting = false;
+        sg_worker_defer(sh->w, shadow_done, sh);
+        return;
+    }
     if (!sh->body_done)
         shadow_drop(sh, reason_client_aborted);
 }
@@ -488,6 +572,7 @@ void sg_shadows_abort_all(struct sg_worker *w)
     while (w->shadows) {
         struct sg_shadow *sh = w->shadows;
         sh->error = "worker stopped";
+        sh->no_compare = true;
         shadow_drop(sh, sh->sent ? NULL : reason_timeout);
     }
 }
@@ -502,6 +587,8 @@ static void up_head(void *owner, int status, const struct sg_headers *h, int64_t
 {
     struct sg_shadow *sh = owner;
     sh->status = status;
+    if (sh->cmp)
+        sg_cmp_head(sh->cmp, SG_CMP_OTHER, status, h, cmp_budget(sh));
     if (!sh->body_done) {
         /* Answered before its body was complete: nothing more to send. */
         sh->sent = true;
@@ -510,13 +597,18 @@ static void up_head(void *owner, int status, const struct sg_headers *h, int64_t
 
 static void up_body(void *owner, const char *p, size_t n)
 {
-    ((struct sg_shadow *)owner)->bytes_out += n;
+    struct sg_shadow *sh = owner;
+    sh->bytes_out += n;
+    if (sh->cmp)
+        sg_cmp_body(sh->cmp, SG_CMP_OTHER, p, n, cmp_budget(sh));
 }
 
 static void up_end(void *owner, const struct sg_headers *trailers)
 {
     struct sg_shadow *sh = owner;
     sh->sent = true;
+    if (sh->cmp)
+        sg_cmp_end(sh->cmp, SG_CMP_OTHER);
     detach(sh);
     shadow_finish(sh);
 }

@@ -251,6 +251,12 @@ static void check_full_mirrors(const struct sg_config *cfg, const struct sg_rout
     assert_int_equal(k->n_ignore, 4);
     assert_string_equal(k->ignore[1], "/items/*/updated_at");
     assert_string_equal(k->ignore[2], "");
+    /* pre-split for the diff walk: the second pointer is items, "*", updated_at */
+    assert_non_null(k->ignore_ptrs);
+    assert_int_equal(k->ignore_ptrs[1].n, 3);
+    assert_string_equal(k->ignore_ptrs[1].seg[1], "*");
+    assert_string_equal(k->ignore_ptrs[1].seg[2], "updated_at");
+    assert_int_equal(k->ignore_ptrs[2].n, 0);
     assert_int_equal(k->max_body_bytes, 2 * 1024 * 1024);
     assert_true(k->noise_auto);
     assert_int_equal(k->log_rate, 3);
