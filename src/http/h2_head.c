@@ -322,14 +322,17 @@ static bool join_cookies(struct sg_h2_head *h)
 }
 
 /* RFC 9113 8.3.1: origin-form only ("*" is answered separately), no
- * fragment, nothing an HTTP/1.1 request line could split on. */
+ * fragment, and the bytes an HTTP/1.1 request target may hold (RFC 9112
+ * 3.2, visible ASCII: the same rule as the HTTP/1.1 side), since the path
+ * may become one. Found by the h2_server fuzzer: bytes >= 0x80 were let
+ * through into the upstream's request line. */
 static bool path_ok(struct sg_str p)
 {
     if (p.len == 0 || p.p[0] != '/')
         return false;
     for (size_t i = 0; i < p.len; i++) {
         unsigned char c = (unsigned char)p.p[i];
-        if (c <= 0x20 || c == 0x7f || c == '#')
+        if (c <= 0x20 || c >= 0x7f || c == '#')
             return false;
     }
     return true;

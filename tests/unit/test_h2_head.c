@@ -90,6 +90,8 @@ static void test_malformed_heads(void **state)
     static const struct field host[] = { { "host", "other.test" }, { NULL, NULL } };
     static const struct field nopath[] = { { ":method", "GET" }, { ":scheme", "http" }, { NULL, NULL } };
     static const struct field rel[] = { { ":method", "GET" }, { ":scheme", "http" }, { ":path", "a" }, { NULL, NULL } };
+    static const struct field high[] = { { ":method", "GET" }, { ":scheme", "http" }, { ":path", "/\xfe\xff" },
+                                         { NULL, NULL } };
     expect_malformed(base, dup, sg_h2_err_pseudo_dup);
     expect_malformed(base, unknown, sg_h2_err_pseudo_unknown);
     expect_malformed(late, NULL, sg_h2_err_pseudo_late);
@@ -100,6 +102,7 @@ static void test_malformed_heads(void **state)
     expect_malformed(base, host, sg_h2_err_authority);
     expect_malformed(nopath, NULL, sg_h2_err_pseudo_missing);
     expect_malformed(rel, NULL, sg_h2_err_path);
+    expect_malformed(high, NULL, sg_h2_err_path); /* not visible ASCII: no HTTP/1.1 target */
 }
 
 static void test_answered_heads(void **state)
