@@ -7,6 +7,9 @@
 
 #include "strangler/config.h"
 
+struct bufferevent;
+struct event_base;
+
 typedef struct ssl_ctx_st SSL_CTX;
 typedef struct ssl_st SSL;
 
@@ -44,6 +47,10 @@ SSL_CTX *sg_tls_client_ctx(const struct sg_upstream_tls *t, bool h2, char *errbu
 /* Prepares a client connection: SNI (unless the name is an IP literal)
  * and the name or address the certificate must match. */
 SSL *sg_tls_client_ssl(SSL_CTX *ctx, const char *name, bool verify);
+/* A bufferevent for such a connection, not connected yet (connect it with
+ * bufferevent_socket_connect); dirty shutdowns allowed. */
+struct bufferevent *sg_tls_client_bev(struct event_base *base, SSL_CTX *ctx, const char *name, bool verify,
+                                      int options);
 
 /* True when the handshake chose "h2". */
 bool sg_tls_alpn_is_h2(SSL *ssl);

@@ -1,6 +1,8 @@
 #include "strangler/tls.h"
 
 #include <arpa/inet.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 #include <openssl/ssl.h>
@@ -197,6 +199,22 @@ SSL *sg_tls_client_ssl(SSL_CTX *ctx, const char *name, bool verify)
     }
     SSL_set_connect_state(ssl);
     return ssl;
+}
+
+struct bufferevent *sg_tls_client_bev(struct event_base *base, SSL_CTX *ctx, const char *name, bool verify,
+                                      int options)
+{
+    SSL *ssl = sg_tls_client_ssl(ctx, name, verify);
+    if (!ssl)
+        return NULL;
+    struct bufferevent *bev = bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_CONNECTING, options);
+    if (!bev) {
+        SSL_free(ssl);
+        return NULL;
+    }
+    /* Peers that close without close_notify are the norm, not an error. */
+    bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+    return bev;
 }
 
 /* Upstream client contexts, for upstreams with TLS (http1 with a tls block, h2). */

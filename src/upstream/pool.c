@@ -434,16 +434,7 @@ static struct bufferevent *new_bev(struct sg_pool *p)
     int opts = BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS;
     if (!p->ssl_ctx)
         return bufferevent_socket_new(p->worker->base, -1, opts);
-    SSL *ssl = sg_tls_client_ssl(p->ssl_ctx, p->tls_name, p->tls_verify);
-    if (!ssl)
-        return NULL;
-    struct bufferevent *bev = bufferevent_openssl_socket_new(p->worker->base, -1, ssl, BUFFEREVENT_SSL_CONNECTING, opts);
-    if (!bev) {
-        SSL_free(ssl);
-        return NULL;
-    }
-    bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
-    return bev;
+    return sg_tls_client_bev(p->worker->base, p->ssl_ctx, p->tls_name, p->tls_verify, opts);
 }
 
 static void uconn_connect(struct sg_uconn *c)

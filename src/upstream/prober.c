@@ -313,17 +313,7 @@ static struct bufferevent *new_bev(struct probe *p)
     if (!ctx)
         return bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
     const struct sg_upstream_tls *t = p->u->tls;
-    SSL *ssl = sg_tls_client_ssl(ctx, t && t->sni ? t->sni : p->host, !t || t->verify);
-    if (!ssl)
-        return NULL;
-    struct bufferevent *bev =
-        bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE);
-    if (!bev) {
-        SSL_free(ssl);
-        return NULL;
-    }
-    bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
-    return bev;
+    return sg_tls_client_bev(base, ctx, t && t->sni ? t->sni : p->host, !t || t->verify, BEV_OPT_CLOSE_ON_FREE);
 }
 
 static void probe_connect(struct probe *p)
