@@ -1,4 +1,4 @@
-/* Write-through for plaintext socket bufferevents.
+/* Write-through and direct reads for plaintext socket bufferevents.
  *
  * A bufferevent writes only when epoll reports its socket writable: every
  * response costs an epoll_ctl to add write interest, a loop turn to learn
@@ -14,6 +14,14 @@
  * epoll, so no epoll_ctl happens; the owner's write callback runs as
  * libevent would run it. A short write or an error leaves the bufferevent
  * as it was: libevent's own write event takes over (and reports errors).
+ *
+ * Reads: libevent 2.1 sizes every socket read with ioctl(FIONREAD) and caps
+ * it at 4 KiB. sg_io_autoflush() also points the bufferevent's read event
+ * at a callback that reads up to 64 KiB at once (into a per-thread buffer,
+ * then one add to the input) with libevent's semantics: high watermark,
+ * EOF and errors to the event callback, read callback past the low
+ * watermark. One keep-alive request through the proxy is then epoll_wait,
+ * read and writev on each side: what nginx makes.
  *
  * Never for TLS bufferevents (the bytes are ciphertext there), never before
  * a connect completed (the pending write event is the connect's). */

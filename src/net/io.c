@@ -1,8 +1,10 @@
 /* Write-through for plaintext socket bufferevents: see include/strangler/io.h. */
 #include "strangler/io.h"
 
+#include <errno.h>
 #include <stdbool.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -105,10 +107,95 @@ static void out_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, vo
         event_active(q->ev, EV_WRITE, 0);
 }
 
+/* ---- reads ---------------------------------------------------------------- */
+
+/* libevent 2.1 sizes every socket read with ioctl(FIONREAD) and caps it at
+ * 4,096 bytes (EVBUFFER_MAX_READ): two system calls per read, and a
+ * streamed body read 4 KiB at a time. This replaces the bufferevent's read
+ * event callback with one that reads up to READ_MAX straight into the
+ * input buffer, and otherwise behaves as libevent's: the high watermark
+ * bounds the read (libevent's own input-buffer callback still suspends and
+ * resumes reading around it), EOF and errors disable reading and go to the
+ * event callback, the read callback runs once the low watermark is
+ * reached. */
+#define READ_MAX (64u * 1024u)
+
+static _Thread_local char rbuf[READ_MAX];
+
+static void read_ready(evutil_socket_t fd, short what, void *arg)
+{
+    struct bufferevent *bev = arg;
+    bufferevent_data_cb rcb, wcb;
+    bufferevent_event_cb ecb;
+    void *cbarg;
+    short event = BEV_EVENT_READING;
+    bufferevent_incref(bev);
+    if (what & EV_TIMEOUT) {
+        event |= BEV_EVENT_TIMEOUT;
+        goto fail;
+    }
+    struct evbuffer *in = bufferevent_get_input(bev);
+    size_t low = 0, high = 0, len = evbuffer_get_length(in), want = READ_MAX;
+    bufferevent_getwatermark(bev, EV_READ, &low, &high);
+    if (high) {
+        if (len >= high) { /* libevent's watermark callback resumes it */
+            event_del(&bev->ev_read);
+            goto done;
+        }
+        if (high - len < want)
+            want = high - len;
+    }
+    /* Into the thread's buffer, then one add: reserving READ_MAX in the
+     * input buffer would allocate a chunk that size for every small read. */
+    ssize_t n = read(fd, rbuf, want);
+    if (n > 0) {
+        evbuffer_unfreeze(in, 0);
+        if (evbuffer_add(in, rbuf, (size_t)n) < 0) {
+            n = -1;
+            errno = ENOMEM;
+        }
+        evbuffer_freeze(in, 0);
+    }
+    if (n > 0) {
+        bufferevent_getcb(bev, &rcb, &wcb, &ecb, &cbarg);
+        if (rcb && evbuffer_get_length(in) >= low)
+            rcb(bev, cbarg);
+        goto done;
+    }
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        goto done;
+    event |= n == 0 ? BEV_EVENT_EOF : BEV_EVENT_ERROR;
+fail:
+    bufferevent_disable(bev, EV_READ);
+    bufferevent_getcb(bev, &rcb, &wcb, &ecb, &cbarg);
+    if (ecb)
+        ecb(bev, event, cbarg);
+done:
+    bufferevent_decref(bev);
+}
+
+/* Points the bufferevent's read event at read_ready, keeping whether it
+ * was pending and its timeout. */
+static void take_reads(struct bufferevent *bev)
+{
+    evutil_socket_t fd = bufferevent_getfd(bev);
+    if (fd < 0)
+        return;
+    struct timeval tv;
+    bool pending = event_pending(&bev->ev_read, EV_READ, NULL);
+    bool timed = evutil_timerisset(&bev->timeout_read);
+    tv = bev->timeout_read;
+    event_del(&bev->ev_read);
+    event_assign(&bev->ev_read, bufferevent_get_base(bev), fd, EV_READ | EV_PERSIST | EV_FINALIZE, read_ready, bev);
+    if (pending)
+        event_add(&bev->ev_read, timed ? &tv : NULL);
+}
+
 void sg_io_autoflush(struct bufferevent *bev)
 {
     if (!tq)
         return;
+    take_reads(bev);
     if (!evbuffer_add_cb(bufferevent_get_output(bev), out_cb, bev))
         sg_warn("write-through unavailable for a connection (out of memory)");
     /* What was added before (a response queued while connecting) goes too. */
