@@ -80,9 +80,8 @@ static struct sg_cmp_budget cmp_budget(struct sg_shadow *sh)
 
 /* ---- accounting ------------------------------------------------------- */
 
-static void count_outcome(struct sg_worker *w, const struct sg_shadow *sh)
+static void count_request(struct sg_worker *w, const char *route, const char *up, const char *drop_reason)
 {
-    const char *route = sh->route->name, *up = sh->m->upstream->name;
     static const char sent[] = ",outcome=\"sent\"";
     const char *extra = sent;
     /* One static label fragment per reason, so the memo keys by pointer. */
@@ -94,10 +93,16 @@ static void count_outcome(struct sg_worker *w, const struct sg_shadow *sh)
         { reason_upstream_error, ",outcome=\"dropped\",reason=\"upstream_error\"" },
         { reason_client_aborted, ",outcome=\"dropped\",reason=\"client_aborted\"" },
     };
-    for (size_t i = 0; sh->drop_reason && i < sizeof reasons / sizeof reasons[0]; i++)
-        if (reasons[i][0] == sh->drop_reason)
+    for (size_t i = 0; drop_reason && i < sizeof reasons / sizeof reasons[0]; i++)
+        if (reasons[i][0] == drop_reason)
             extra = reasons[i][1];
     sg_metrics_add(w->metrics, sg_worker_series(w, "strangler_mirror_requests_total", route, up, extra, -1), 1);
+}
+
+static void count_outcome(struct sg_worker *w, const struct sg_shadow *sh)
+{
+    const char *route = sh->route->name, *up = sh->m->upstream->name;
+    count_request(w, route, up, sh->drop_reason);
     if (sh->drop_reason)
         return;
     static const char code_error[] = ",code=\"error\"";
@@ -105,6 +110,34 @@ static void count_outcome(struct sg_worker *w, const struct sg_shadow *sh)
                          ? sg_worker_series(w, "strangler_mirror_responses_total", route, up, NULL, sh->status)
                          : sg_worker_series(w, "strangler_mirror_responses_total", route, up, code_error, -1);
     sg_metrics_add(w->metrics, id, 1);
+}
+
+/* A shadow refused before it existed (over the in-flight budget, or a
+ * declared body over max_body_bytes): counted and logged like any dropped
+ * shadow, without allocating, copying or timing anything. Under a slow
+ * mirror this is most shadows, and it must cost the primary next to
+ * nothing. */
+static void drop_early(struct sg_worker *w, struct sg_wsnap *snap, const struct sg_shadow_request *r,
+                       const char *reason)
+{
+    count_request(w, r->route->name, r->mirror->upstream->name, reason);
+    if (!snap->cfg->access_log)
+        return;
+    struct sg_access_entry e = {
+        .start_us = sg_wall_us(),
+        .request_id = r->forward->request_id,
+        .method = r->method,
+        .path = r->target,
+        .protocol = SG_STR_LIT("HTTP/1.1"),
+        .route = sg_str_c(r->route->name),
+        .upstream = sg_str_c(r->mirror->upstream->name),
+        .client = r->forward->client_addr,
+        .shadow = true,
+        .outcome = SG_STR_LIT("dropped"),
+        .reason = sg_str_c(reason),
+    };
+    sg_access_log_format(w->access_log, &e);
+    sg_worker_log_commit(w);
 }
 
 static void log_line(struct sg_shadow *sh)
@@ -440,6 +473,15 @@ static bool shadow_new(struct sg_worker *w, struct sg_wsnap *snap, const struct 
                        const struct sg_upstream *dest, bool probe, struct sg_shadow **slot)
 {
     *slot = NULL;
+    const struct sg_limits *lim = &snap->cfg->limits;
+    if (!probe && w->n_shadows >= lim->shadow_max_in_flight) {
+        drop_early(w, snap, r, reason_overloaded);
+        return false;
+    }
+    if (!probe && r->content_length > 0 && (uint64_t)r->content_length > r->mirror->max_body_bytes) {
+        drop_early(w, snap, r, reason_body_too_large);
+        return false;
+    }
     struct sg_shadow *sh = calloc(1, sizeof *sh);
     if (!sh) {
         if (probe)
@@ -465,7 +507,6 @@ static bool shadow_new(struct sg_worker *w, struct sg_wsnap *snap, const struct 
         w->shadows->prev = sh;
     w->shadows = sh;
     w->n_shadows++;
-    const struct sg_limits *lim = &snap->cfg->limits;
     if (!copy_request(sh, r)) {
         shadow_drop(sh, reason_overloaded);
         return false;

@@ -584,6 +584,12 @@ def test_in_flight_budget_holds_under_a_burst():
         eq(len(lines), total, "shadow log lines")
         eq(sum(1 for x in lines if x.get("reason") == "overloaded"), dropped,
            "shadow log lines with reason overloaded vs the metric")
+        # refused before they existed, they still say which request they copied
+        for x in lines:
+            if x.get("reason") == "overloaded":
+                check(x.get("request_id") and x.get("path", "").startswith("/") and
+                      x.get("outcome") == "dropped" and x.get("shadow") is True,
+                      "an overloaded shadow's log line names its request: %r" % x)
 
 
 def test_buffered_bytes_budget_bounds_memory():
