@@ -120,11 +120,12 @@ void sg_pools_free_all(struct sg_worker *w);
 
 /* Picks an endpoint by the upstream's balance policy among those in
  * rotation (not failed by a health check, not ejected by outlier
- * detection), avoiding `avoid` (a pool tried before) when another exists;
- * from the shadow-only pools when `mirror`. NULL when no endpoint is in
- * rotation: the caller answers 503 without trying to connect. */
-struct sg_pool *sg_upstream_pick(struct sg_upstream_rt *u, struct sg_worker *w, const struct sg_pool *avoid,
-                                 bool mirror);
+ * detection), avoiding the `tried` pools (this request's earlier attempts)
+ * while another exists; from the shadow-only pools when `mirror`. NULL when
+ * no endpoint is in rotation: the caller answers 503 without trying to
+ * connect. */
+struct sg_pool *sg_upstream_pick(struct sg_upstream_rt *u, struct sg_worker *w, const struct sg_pool *const *tried,
+                                 size_t n_tried, bool mirror);
 
 enum sg_acquire_result { SG_ACQ_READY, SG_ACQ_PENDING, SG_ACQ_FAILED };
 

@@ -49,7 +49,11 @@ struct sg_exchange {
     const struct sg_route *route;
     const struct sg_destination *dest;
     struct sg_upstream_rt *ups;
-    struct sg_pool *pool, *prev_pool;
+    struct sg_pool *pool;
+    /* Endpoints this request tried (the last EX_TRIED), avoided by retries. */
+#define EX_TRIED 8
+    struct sg_pool *tried[EX_TRIED];
+    unsigned n_tried;
     struct sg_acquire acq;
     struct sg_ustream up; /* HTTP/1.1 connection or HTTP/2 stream */
     bool acquiring, attached, fresh;
@@ -459,7 +463,8 @@ static void ex_acquired(void *arg, struct sg_uconn *uc, const char *err)
 static void ex_attempt(struct sg_exchange *ex)
 {
     ex->tries++;
-    ex->pool = sg_upstream_pick(ex->ups, ex->w, ex->prev_pool, false);
+    size_t n_tried = ex->n_tried < EX_TRIED ? ex->n_tried : EX_TRIED;
+    ex->pool = sg_upstream_pick(ex->ups, ex->w, (const struct sg_pool *const *)ex->tried, n_tried, false);
     if (!ex->pool) { /* every endpoint failed its health check or is ejected: 503 now */
         ex_upstream_failed(ex, sg_err_no_endpoint, false);
         return;
@@ -531,7 +536,7 @@ static void ex_release_pool(struct sg_exchange *ex)
 {
     if (ex->pool) {
         ex->pool->in_flight--;
-        ex->prev_pool = ex->pool;
+        ex->tried[ex->n_tried++ % EX_TRIED] = ex->pool;
         ex->pool = NULL;
     }
 }

@@ -448,7 +448,7 @@ static void acquired(void *arg, struct sg_uconn *uc, const char *err)
 
 static void begin(struct sg_shadow *sh)
 {
-    sh->pool = sg_upstream_pick(sh->ups, sh->w, NULL, true);
+    sh->pool = sg_upstream_pick(sh->ups, sh->w, NULL, 0, true);
     if (!sh->pool) { /* no endpoint in rotation (health checks): dropped like a failed connect */
         acquired(sh, NULL, sg_err_no_endpoint);
         return;

@@ -228,25 +228,35 @@ int sg_upstream_conns(const struct sg_upstream_rt *u)
     return atomic_load_explicit(&u->shared->conns, memory_order_relaxed);
 }
 
-/* The first pool in rotation from `start` on, preferring one that is not
- * `avoid`; NULL when none is in rotation. */
-static struct sg_pool *scan_usable(struct sg_pool **pools, size_t n, size_t start, const struct sg_pool *avoid,
-                                   bool hc, bool od, uint64_t *now)
+static bool was_tried(const struct sg_pool *p, const struct sg_pool *const *tried, size_t n_tried)
+{
+    for (size_t i = 0; i < n_tried; i++)
+        if (tried[i] == p)
+            return true;
+    return false;
+}
+
+/* The first pool in rotation from `start` on, preferring one not tried
+ * before; NULL when none is in rotation. */
+static struct sg_pool *scan_usable(struct sg_pool **pools, size_t n, size_t start,
+                                   const struct sg_pool *const *tried, size_t n_tried, bool hc, bool od,
+                                   uint64_t *now)
 {
     struct sg_pool *fallback = NULL;
     for (size_t i = 0; i < n; i++) {
         struct sg_pool *p = pools[(start + i) % n];
-        if (!sg_endpoint_usable(p->ep, hc, od, now))
+        if ((hc || od) && !sg_endpoint_usable(p->ep, hc, od, now))
             continue;
-        if (p != avoid)
+        if (!was_tried(p, tried, n_tried))
             return p;
-        fallback = p;
+        if (!fallback)
+            fallback = p;
     }
     return fallback;
 }
 
-struct sg_pool *sg_upstream_pick(struct sg_upstream_rt *u, struct sg_worker *w, const struct sg_pool *avoid,
-                                 bool mirror)
+struct sg_pool *sg_upstream_pick(struct sg_upstream_rt *u, struct sg_worker *w, const struct sg_pool *const *tried,
+                                 size_t n_tried, bool mirror)
 {
     struct sg_pool **pools = mirror ? u->mirror_pools : u->pools;
     size_t n = u->n_pools;
@@ -273,11 +283,12 @@ struct sg_pool *sg_upstream_pick(struct sg_upstream_rt *u, struct sg_worker *w, 
         pick = u->rr++ % n;
         break;
     }
-    if (!(hc || od))
-        return pools[pick] == avoid ? pools[(pick + 1) % n] : pools[pick];
-    /* Out-of-rotation endpoints are skipped: the next one in rotation
-     * takes the pick (as nginx does with a failed server). */
-    return scan_usable(pools, n, pick, avoid, hc, od, &now);
+    if (!(hc || od) && !n_tried)
+        return pools[pick];
+    /* Out-of-rotation endpoints and ones this request tried are skipped:
+     * the next one in rotation takes the pick (as nginx does with a failed
+     * server); every usable one tried already: the pick's successor. */
+    return scan_usable(pools, n, pick, tried, n_tried, hc, od, &now);
 }
 
 /* ---- connections ------------------------------------------------------ */

@@ -406,6 +406,25 @@ def test_retry_on_connect_failure():
         eq(live.completed, 20, "requests at the live endpoint")
 
 
+def test_retries_try_every_endpoint_before_going_back():
+    # two answering 503 and one live, attempts 2, random balance: every request must reach the
+    # live endpoint within its three tries, because a retry goes to an endpoint this request has
+    # not tried yet (avoiding only the last one would let the third try land on the first again)
+    bad1, bad2, live = Upstream("bad1", status=503), Upstream("bad2", status=503), Upstream("live")
+    ups = {"up": {"endpoints": [bad1, bad2, live], "balance": "random"}}
+    cfg = simple(ups, retries={"attempts": 2, "on": [503], "budget": {"percent": 100,
+                                                                      "min_retries_per_second": 1000}})
+    with Proxy(cfg) as p, Client(p.addr()) as c:
+        for i in range(60):
+            r = c.request("GET", "/t/%d" % i)
+            eq(r.status, 200, "request %d with two failing endpoints and two retries" % i)
+            eq(r.json()["server"], "live", "answered by")
+        eq(live.completed, 60, "requests at the live endpoint")
+        check(bad1.completed <= 60 and bad2.completed <= 60,
+              "each failing endpoint tried at most once per request: %d, %d"
+              % (bad1.completed, bad2.completed))
+
+
 def test_without_retries_dead_endpoint_fails():
     # control for the test above: the dead endpoint really is in rotation
     live = Upstream("live")
