@@ -52,6 +52,9 @@ struct sg_request {
     bool head_method;
 };
 
+/* Frees the worker thread's cache of finished exchanges (at its exit). */
+void sg_exchange_thread_exit(void);
+
 struct sg_exchange *sg_exchange_new(struct sg_worker *w, const struct sg_downstream_ops *ops, void *ds,
                                     const struct sg_request *req);
 /* Routes and starts the upstream attempt. May answer locally (and so call

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "strangler/clock.h"
+#include "strangler/exchange.h"
 #include "strangler/h1_server.h"
 #include "strangler/h2_client.h"
 #include "strangler/h2_server.h"
@@ -489,6 +490,7 @@ static void *worker_main(void *arg)
     for (struct sg_pool *p = w->pools; p; p = p->next)
         sg_h2c_close_all(p); /* upstream HTTP/2 sessions, while the loop's objects still exist */
     defer_cb(-1, 0, w);
+    sg_exchange_thread_exit();
     log_flush(w);
     sg_io_thread_leave();
     if (w->server->on_worker_exit)
