@@ -122,6 +122,15 @@ static _Thread_local struct {
     unsigned n;
 } ex_cache;
 
+static bool ex_cache_room(void)
+{
+#if EX_CACHE > 0
+    return ex_cache.n < EX_CACHE;
+#else
+    return false;
+#endif
+}
+
 static struct sg_exchange *ex_alloc(void)
 {
     if (ex_cache.n) {
@@ -140,7 +149,7 @@ static struct sg_exchange *ex_alloc(void)
  * itself will be kept. */
 static void ex_free_upstream(struct sg_exchange *ex, struct ex_cached *keep)
 {
-    if (ex_cache.n < EX_CACHE) { /* taken out, so that the client's free leaves them */
+    if (ex_cache_room()) { /* taken out, so that the client's free leaves them */
         keep->ex = ex;
         keep->head = ex->up.h1c.head;
         keep->trailers = ex->up.h1c.trailers;
@@ -154,7 +163,7 @@ static void ex_free_upstream(struct sg_exchange *ex, struct ex_cached *keep)
 /* The exchange itself: freed, or kept for the next one. */
 static void ex_dealloc(struct sg_exchange *ex, struct ex_cached *keep)
 {
-    if (keep->ex == ex && ex_cache.n < EX_CACHE) {
+    if (keep->ex == ex && ex_cache_room()) {
         ex_cache.v[ex_cache.n++] = *keep;
         return;
     }
