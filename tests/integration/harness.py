@@ -1005,6 +1005,24 @@ REASONS = {100: "Continue", 101: "Switching Protocols", 103: "Early Hints", 200:
 _live_upstreams = []
 
 
+def _stop_server(server, conns):
+    """Stops a test server: no more accepts, every open connection shut down, forgotten."""
+    server._stopping.set()
+    try:
+        server.sock.close()
+    except OSError:
+        pass
+    with server.lock:
+        conns = list(conns)
+    for c in conns:
+        try:
+            c.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+    if server in _live_upstreams:
+        _live_upstreams.remove(server)
+
+
 class Upstream:
     """Threaded HTTP/1.1 origin on 127.0.0.1:0.
 
@@ -1067,20 +1085,7 @@ class Upstream:
         self.close()
 
     def close(self):
-        self._stopping.set()
-        try:
-            self.sock.close()
-        except OSError:
-            pass
-        with self.lock:
-            conns = list(self._conns)
-        for c in conns:
-            try:
-                c.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        if self in _live_upstreams:
-            _live_upstreams.remove(self)
+        _stop_server(self, self._conns)
 
     def reset_stats(self):
         with self.lock:
@@ -1319,20 +1324,7 @@ class RawUpstream:
         return self.addr_str
 
     def close(self):
-        self._stopping.set()
-        try:
-            self.sock.close()
-        except OSError:
-            pass
-        with self.lock:
-            socks = list(self._socks)
-        for c in socks:
-            try:
-                c.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        if self in _live_upstreams:
-            _live_upstreams.remove(self)
+        _stop_server(self, self._socks)
 
     def total_bytes(self):
         with self.lock:
