@@ -1,4 +1,5 @@
-/* Write-through for plaintext socket bufferevents: see include/strangler/io.h. */
+/* Write-through and direct reads for plaintext socket bufferevents: see
+ * include/strangler/io.h. */
 #include "strangler/io.h"
 
 #include <errno.h>
