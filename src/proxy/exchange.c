@@ -160,16 +160,15 @@ static void ex_free_upstream(struct sg_exchange *ex, struct ex_cached *keep)
     sg_ustream_free(&ex->up);
 }
 
-/* The exchange itself: freed, or kept for the next one. */
-static void ex_dealloc(struct sg_exchange *ex, struct ex_cached *keep)
+/* The exchange itself: kept for the next one when ex_free_upstream set it
+ * aside (there was room then, and nothing since has used the cache),
+ * freed otherwise. */
+static void ex_dealloc(struct sg_exchange *ex, const struct ex_cached *keep)
 {
-    if (keep->ex == ex && ex_cache_room()) {
+    if (keep->ex)
         ex_cache.v[ex_cache.n++] = *keep;
-        return;
-    }
-    sg_h1_head_free(&keep->head);
-    sg_h1_head_free(&keep->trailers);
-    free(ex);
+    else
+        free(ex);
 }
 
 void sg_exchange_thread_exit(void)
