@@ -490,6 +490,13 @@ static void *worker_main(void *arg)
     for (struct sg_pool *p = w->pools; p; p = p->next)
         sg_h2c_close_all(p); /* upstream HTTP/2 sessions, while the loop's objects still exist */
     defer_cb(-1, 0, w);
+    /* A bufferevent freed with a deferred callback still queued (a read
+     * trigger, an event report) is only released when that callback has
+     * run; event_base_free cancels such callbacks without releasing it.
+     * One more non-blocking turn lets them run (with the owners' callbacks
+     * already cleared), then their frees. */
+    event_base_loop(w->base, EVLOOP_NONBLOCK);
+    defer_cb(-1, 0, w);
     sg_exchange_thread_exit();
     log_flush(w);
     sg_io_thread_leave();
