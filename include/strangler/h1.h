@@ -51,13 +51,31 @@ bool sg_h1_head_append(struct sg_h1_head *h, enum sg_h1_part part, const char *p
 /* Builds s_* and headers; trims trailing OWS from values. */
 bool sg_h1_head_finish(struct sg_h1_head *h);
 
-/* An sg_header_emit_fn writing "name: value\r\n" to the evbuffer ctx: how
- * every HTTP/1.1 head this proxy sends is serialised. */
-void sg_h1_emit_field(void *ctx, struct sg_str name, struct sg_str value);
-/* "Content-Length: N\r\n", and one chunk of a chunked body: without printf,
- * which costs more than the rest of the head on the request path. */
-void sg_h1_emit_content_length(struct evbuffer *out, uint64_t n);
-void sg_h1_emit_chunk(struct evbuffer *out, const char *p, size_t n);
+/* Every HTTP/1.1 head this proxy sends is serialised through an sg_wbuf:
+ * the pieces (request or status line, field lines, framing) are gathered
+ * on the caller's stack and reach the evbuffer in one add, because every
+ * add runs the buffer's callbacks (the bufferevent's and write-through's).
+ * A piece that does not fit is preceded by a flush; one larger than the
+ * whole buffer goes straight to the evbuffer. Nothing is sent before
+ * sg_wbuf_flush(). */
+#define SG_WBUF_SIZE 2048u
+
+struct sg_wbuf {
+    struct evbuffer *out;
+    size_t len;
+    char buf[SG_WBUF_SIZE];
+};
+
+void sg_wbuf_init(struct sg_wbuf *w, struct evbuffer *out);
+void sg_wbuf_add(struct sg_wbuf *w, const void *p, size_t n);
+void sg_wbuf_flush(struct sg_wbuf *w);
+/* An sg_header_emit_fn (ctx: the sg_wbuf) writing "name: value\r\n". */
+void sg_wbuf_field(void *ctx, struct sg_str name, struct sg_str value);
+/* "Content-Length: N\r\n", and one chunk of a chunked body (size line,
+ * data, CRLF): without printf, which costs more than the rest of the head
+ * on the request path. */
+void sg_wbuf_content_length(struct sg_wbuf *w, uint64_t n);
+void sg_wbuf_chunk(struct sg_wbuf *w, const char *p, size_t n);
 /* Digits of v in base 10 or 16 (lower case) at dst (room for 20); returns how many. */
 size_t sg_fmt_u64(char *dst, uint64_t v, unsigned base);
 

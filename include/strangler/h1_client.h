@@ -55,13 +55,14 @@ struct sg_h1c_request {
     bool upgrade;
 };
 
-/* Takes the connection for its owner and writes the request line, Host and
- * framing; the owner then emits the other fields into sg_h1c_output() and
- * ends the head with sg_h1c_head_done(). */
+/* Takes the connection for its owner and starts the head in the caller's
+ * wb (request line, Host and framing); the owner then adds the other
+ * fields to wb (sg_wbuf_field) and ends the head with sg_h1c_head_done(),
+ * which sends it in one piece. */
 void sg_h1c_begin(struct sg_h1c *c, struct sg_uconn *uc, const struct sg_h1c_owner_ops *ops, void *owner,
-                  const struct sg_h1c_request *r);
+                  const struct sg_h1c_request *r, struct sg_wbuf *wb);
 struct evbuffer *sg_h1c_output(struct sg_h1c *c);
-void sg_h1c_head_done(struct sg_h1c *c); /* terminates the head (CRLF) */
+void sg_h1c_head_done(struct sg_h1c *c, struct sg_wbuf *wb); /* terminates the head (CRLF) and sends it */
 void sg_h1c_body(struct sg_h1c *c, const char *p, size_t n);
 void sg_h1c_end(struct sg_h1c *c, const struct sg_headers *trailers);
 bool sg_h1c_congested(const struct sg_h1c *c);

@@ -5,7 +5,6 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <string.h>
-#include <strings.h>
 
 struct sg_str {
     const char *p;
@@ -25,10 +24,22 @@ static inline bool sg_str_eq(struct sg_str a, struct sg_str b)
     return a.len == b.len && (a.len == 0 || memcmp(a.p, b.p, a.len) == 0);
 }
 
-/* ASCII case-insensitive comparison, as HTTP field names need. */
+static inline char sg_ascii_lower(char c)
+{
+    return c >= 'A' && c <= 'Z' ? (char)(c - 'A' + 'a') : c;
+}
+
+/* ASCII case-insensitive comparison, as HTTP field names need. Inline:
+ * field names are compared against fixed names on every request, and most
+ * comparisons end at the length. */
 static inline bool sg_str_ieq(struct sg_str a, struct sg_str b)
 {
-    return a.len == b.len && (a.len == 0 || strncasecmp(a.p, b.p, a.len) == 0);
+    if (a.len != b.len)
+        return false;
+    for (size_t i = 0; i < a.len; i++)
+        if (a.p[i] != b.p[i] && sg_ascii_lower(a.p[i]) != sg_ascii_lower(b.p[i]))
+            return false;
+    return true;
 }
 
 static inline bool sg_str_ieq_c(struct sg_str a, const char *b)

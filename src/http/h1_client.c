@@ -205,7 +205,7 @@ static void h1c_event_cb(struct bufferevent *bev, short what, void *arg)
 }
 
 void sg_h1c_begin(struct sg_h1c *c, struct sg_uconn *uc, const struct sg_h1c_owner_ops *ops, void *owner,
-                  const struct sg_h1c_request *r)
+                  const struct sg_h1c_request *r, struct sg_wbuf *wb)
 {
     if (!c->head.max) {
         sg_h1_head_init(&c->head, H1C_MAX_HEAD);
@@ -228,34 +228,17 @@ void sg_h1c_begin(struct sg_h1c *c, struct sg_uconn *uc, const struct sg_h1c_own
     c->chunked_req = r->content_length < 0;
     c->content_length = -1;
     uc->requests++;
-    struct evbuffer *out = bufferevent_get_output(uc->bev);
-    char line[1024];
-    size_t need = r->method.len + r->target.len + r->host.len + 20;
-    if (need <= sizeof line) { /* one add: every add runs the buffer's callbacks */
-        size_t len = 0;
-        memcpy(line, r->method.p, r->method.len);
-        len += r->method.len;
-        line[len++] = ' ';
-        memcpy(line + len, r->target.p, r->target.len);
-        len += r->target.len;
-        memcpy(line + len, " HTTP/1.1\r\nHost: ", 17);
-        len += 17;
-        memcpy(line + len, r->host.p, r->host.len);
-        len += r->host.len;
-        memcpy(line + len, "\r\n", 2);
-        evbuffer_add(out, line, len + 2);
-    } else {
-        evbuffer_add(out, r->method.p, r->method.len);
-        evbuffer_add(out, " ", 1);
-        evbuffer_add(out, r->target.p, r->target.len);
-        evbuffer_add(out, " HTTP/1.1\r\nHost: ", 17);
-        evbuffer_add(out, r->host.p, r->host.len);
-        evbuffer_add(out, "\r\n", 2);
-    }
+    sg_wbuf_init(wb, bufferevent_get_output(uc->bev));
+    sg_wbuf_add(wb, r->method.p, r->method.len);
+    sg_wbuf_add(wb, " ", 1);
+    sg_wbuf_add(wb, r->target.p, r->target.len);
+    sg_wbuf_add(wb, " HTTP/1.1\r\nHost: ", 17);
+    sg_wbuf_add(wb, r->host.p, r->host.len);
+    sg_wbuf_add(wb, "\r\n", 2);
     if (r->content_length < 0)
-        evbuffer_add(out, "Transfer-Encoding: chunked\r\n", 28);
+        sg_wbuf_add(wb, "Transfer-Encoding: chunked\r\n", 28);
     else if (r->content_length > 0)
-        sg_h1_emit_content_length(out, (uint64_t)r->content_length);
+        sg_wbuf_content_length(wb, (uint64_t)r->content_length);
     bufferevent_setcb(uc->bev, h1c_read_cb, h1c_write_cb, h1c_event_cb, c);
     bufferevent_setwatermark(uc->bev, EV_WRITE, H1C_OUT_LOW, 0);
     bufferevent_enable(uc->bev, EV_READ | EV_WRITE);
@@ -266,9 +249,11 @@ struct evbuffer *sg_h1c_output(struct sg_h1c *c)
     return bufferevent_get_output(c->uc->bev);
 }
 
-void sg_h1c_head_done(struct sg_h1c *c)
+void sg_h1c_head_done(struct sg_h1c *c, struct sg_wbuf *wb)
 {
-    evbuffer_add(sg_h1c_output(c), "\r\n", 2);
+    (void)c;
+    sg_wbuf_add(wb, "\r\n", 2);
+    sg_wbuf_flush(wb);
 }
 
 void sg_h1c_body(struct sg_h1c *c, const char *p, size_t n)
@@ -277,7 +262,10 @@ void sg_h1c_body(struct sg_h1c *c, const char *p, size_t n)
         return;
     struct evbuffer *out = sg_h1c_output(c);
     if (c->chunked_req) {
-        sg_h1_emit_chunk(out, p, n);
+        struct sg_wbuf wb;
+        sg_wbuf_init(&wb, out);
+        sg_wbuf_chunk(&wb, p, n);
+        sg_wbuf_flush(&wb);
     } else {
         evbuffer_add(out, p, n);
     }
@@ -288,10 +276,12 @@ void sg_h1c_body(struct sg_h1c *c, const char *p, size_t n)
 void sg_h1c_end(struct sg_h1c *c, const struct sg_headers *trailers)
 {
     if (c->chunked_req) {
-        struct evbuffer *out = sg_h1c_output(c);
-        evbuffer_add(out, "0\r\n", 3);
-        sg_headers_forward_trailers(trailers, sg_h1_emit_field, out);
-        evbuffer_add(out, "\r\n", 2);
+        struct sg_wbuf wb;
+        sg_wbuf_init(&wb, sg_h1c_output(c));
+        sg_wbuf_add(&wb, "0\r\n", 3);
+        sg_headers_forward_trailers(trailers, sg_wbuf_field, &wb);
+        sg_wbuf_add(&wb, "\r\n", 2);
+        sg_wbuf_flush(&wb);
     }
     c->req_done = true;
 }

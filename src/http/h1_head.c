@@ -4,6 +4,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 void sg_h1_head_init(struct sg_h1_head *h, size_t max_bytes)
 {
@@ -136,23 +137,50 @@ bool sg_h1_head_finish(struct sg_h1_head *h)
     return true;
 }
 
-/* One evbuffer_add per field line: every add runs the buffer's callbacks. */
-void sg_h1_emit_field(void *ctx, struct sg_str name, struct sg_str value)
+void sg_wbuf_init(struct sg_wbuf *w, struct evbuffer *out)
 {
-    struct evbuffer *out = ctx;
-    char line[512];
-    if (name.len + value.len + 4 <= sizeof line) {
-        memcpy(line, name.p, name.len);
-        memcpy(line + name.len, ": ", 2);
-        memcpy(line + name.len + 2, value.p, value.len);
-        memcpy(line + name.len + 2 + value.len, "\r\n", 2);
-        evbuffer_add(out, line, name.len + value.len + 4);
+    w->out = out;
+    w->len = 0;
+}
+
+void sg_wbuf_flush(struct sg_wbuf *w)
+{
+    if (w->len)
+        evbuffer_add(w->out, w->buf, w->len);
+    w->len = 0;
+}
+
+void sg_wbuf_add(struct sg_wbuf *w, const void *p, size_t n)
+{
+    if (n > sizeof w->buf - w->len)
+        sg_wbuf_flush(w);
+    if (n >= sizeof w->buf) {
+        evbuffer_add(w->out, p, n);
         return;
     }
-    evbuffer_add(out, name.p, name.len);
-    evbuffer_add(out, ": ", 2);
-    evbuffer_add(out, value.p, value.len);
-    evbuffer_add(out, "\r\n", 2);
+    if (n)
+        memcpy(w->buf + w->len, p, n);
+    w->len += n;
+}
+
+void sg_wbuf_field(void *ctx, struct sg_str name, struct sg_str value)
+{
+    struct sg_wbuf *w = ctx;
+    if (name.len + value.len + 4 <= sizeof w->buf - w->len) {
+        char *d = w->buf + w->len;
+        if (name.len)
+            memcpy(d, name.p, name.len);
+        memcpy(d + name.len, ": ", 2);
+        if (value.len)
+            memcpy(d + name.len + 2, value.p, value.len);
+        memcpy(d + name.len + 2 + value.len, "\r\n", 2);
+        w->len += name.len + value.len + 4;
+        return;
+    }
+    sg_wbuf_add(w, name.p, name.len);
+    sg_wbuf_add(w, ": ", 2);
+    sg_wbuf_add(w, value.p, value.len);
+    sg_wbuf_add(w, "\r\n", 2);
 }
 
 size_t sg_fmt_u64(char *dst, uint64_t v, unsigned base)
@@ -168,22 +196,22 @@ size_t sg_fmt_u64(char *dst, uint64_t v, unsigned base)
     return n;
 }
 
-void sg_h1_emit_content_length(struct evbuffer *out, uint64_t n)
+void sg_wbuf_content_length(struct sg_wbuf *w, uint64_t n)
 {
     char line[48] = "Content-Length: ";
     size_t len = 16 + sg_fmt_u64(line + 16, n, 10);
     memcpy(line + len, "\r\n", 2);
-    evbuffer_add(out, line, len + 2);
+    sg_wbuf_add(w, line, len + 2);
 }
 
-void sg_h1_emit_chunk(struct evbuffer *out, const char *p, size_t n)
+void sg_wbuf_chunk(struct sg_wbuf *w, const char *p, size_t n)
 {
     char size[24];
     size_t len = sg_fmt_u64(size, n, 16);
     memcpy(size + len, "\r\n", 2);
-    evbuffer_add(out, size, len + 2);
-    evbuffer_add(out, p, n);
-    evbuffer_add(out, "\r\n", 2);
+    sg_wbuf_add(w, size, len + 2);
+    sg_wbuf_add(w, p, n);
+    sg_wbuf_add(w, "\r\n", 2);
 }
 
 /* ---- strictness beyond llhttp -------------------------------------------- */
@@ -206,9 +234,32 @@ static const char *scan_request_line(struct sg_h1_scan *sc, char c)
     return NULL;
 }
 
+/* Bytes that change nothing but the line length in the current part of
+ * the head: the per-byte rules below only look at the others. */
+static bool scan_plain(const struct sg_h1_scan *sc, char c)
+{
+    unsigned char u = (unsigned char)c;
+    if (!sc->seen_line)
+        return u > 0x20 && u != 0x7f; /* request line: no SP, no control */
+    if (sc->in_name)
+        return u > 0x20 && c != ':';
+    return c != '\r' && c != '\n' && c != '\0'; /* value */
+}
+
 const char *sg_h1_scan(struct sg_h1_scan *sc, const char *p, size_t n)
 {
     for (size_t i = 0; i < n && !sc->head_end; i++) {
+        /* Runs of plain bytes in one step (not after a CR: that must be
+         * followed by LF). */
+        if (sc->prev != '\r' && scan_plain(sc, p[i])) {
+            size_t j = i + 1;
+            while (j < n && scan_plain(sc, p[j]))
+                j++;
+            sc->line_len += j - i;
+            sc->prev = p[j - 1];
+            i = j - 1;
+            continue;
+        }
         char c = p[i];
         if ((sc->prev == '\r' && c != '\n') || c == '\0')
             return "bare CR or NUL in request head\n";
@@ -242,18 +293,44 @@ const char *sg_h1_scan(struct sg_h1_scan *sc, const char *p, size_t n)
     return NULL;
 }
 
+/* RFC 9110 5.6.2 tchar as a 256-bit set: "!#$%&'*+-.^_`|~", digits and
+ * letters. */
+static const uint64_t tchar_set[4] = { 0x03ff6cfa00000000ull, 0x57ffffffc7fffffeull, 0, 0 };
+
+static bool is_tchar(char c)
+{
+    unsigned char u = (unsigned char)c;
+    return (tchar_set[u >> 6] >> (u & 63)) & 1u;
+}
+
 bool sg_h1_token(struct sg_str s)
 {
-    static const char tchar[] = "!#$%&'*+-.^_`|~";
     if (s.len == 0)
         return false;
-    for (size_t i = 0; i < s.len; i++) {
-        char c = s.p[i];
-        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                  (c && strchr(tchar, c));
-        if (!ok)
+    for (size_t i = 0; i < s.len; i++)
+        if (!is_tchar(s.p[i]))
             return false;
+    return true;
+}
+
+/* No control characters other than HTAB. Eight bytes at a time while no
+ * byte is below 0x20 or 0x7f (HTAB included: a word holding one is
+ * looked at byte by byte). */
+static bool value_ok(struct sg_str v)
+{
+    const unsigned char *p = (const unsigned char *)v.p;
+    size_t i = 0;
+    for (; i + 8 <= v.len; i += 8) {
+        uint64_t x, del;
+        memcpy(&x, p + i, 8);
+        del = x ^ 0x7f7f7f7f7f7f7f7full;
+        if ((((x - 0x2020202020202020ull) & ~x) | ((del - 0x0101010101010101ull) & ~del)) &
+            0x8080808080808080ull)
+            break;
     }
+    for (; i < v.len; i++)
+        if ((p[i] < 0x20 && p[i] != '\t') || p[i] == 0x7f)
+            return false;
     return true;
 }
 
@@ -263,11 +340,8 @@ const char *sg_h1_fields_problem(const struct sg_h1_head *h)
         const struct sg_header *f = &h->headers.v[i];
         if (!sg_h1_token(f->name))
             return "invalid header field name\n";
-        for (size_t j = 0; j < f->value.len; j++) {
-            unsigned char c = (unsigned char)f->value.p[j];
-            if ((c < 0x20 && c != '\t') || c == 0x7f)
-                return "control character in a header field value\n";
-        }
+        if (!value_ok(f->value))
+            return "control character in a header field value\n";
     }
     return NULL;
 }

@@ -493,7 +493,7 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
 
 /* ---- output: the downstream ops ------------------------------------------ */
 
-static void status_line(struct sg_h1s *s, int status)
+static void status_line(struct sg_wbuf *wb, int status)
 {
     char line[64] = "HTTP/1.1 ";
     const char *why = reason(status);
@@ -501,7 +501,7 @@ static void status_line(struct sg_h1s *s, int status)
     line[len++] = ' ';
     memcpy(line + len, why, wlen); /* the longest reason is 31 bytes */
     memcpy(line + len + wlen, "\r\n", 2);
-    evbuffer_add(out(s), line, len + wlen + 2);
+    sg_wbuf_add(wb, line, len + wlen + 2);
 }
 
 static void ds_expect_continue(void *ds)
@@ -514,42 +514,47 @@ static void ds_interim(void *ds, int status, const struct sg_headers *h)
     struct sg_h1s *s = ds;
     if (s->http10)
         return;
-    status_line(s, status);
-    sg_headers_forward_response(h, NULL, false, sg_h1_emit_field, out(s));
-    evbuffer_add(out(s), "\r\n", 2);
+    struct sg_wbuf wb;
+    sg_wbuf_init(&wb, out(s));
+    status_line(&wb, status);
+    sg_headers_forward_response(h, NULL, false, sg_wbuf_field, &wb);
+    sg_wbuf_add(&wb, "\r\n", 2);
+    sg_wbuf_flush(&wb);
 }
 
 static void ds_head(void *ds, int status, const struct sg_headers *h, const struct sg_header_edits *edits,
                     int64_t content_length, bool upgrade)
 {
     struct sg_h1s *s = ds;
-    struct evbuffer *o = out(s);
+    struct sg_wbuf wb;
+    sg_wbuf_init(&wb, out(s));
     s->resp_no_body = s->req.head_method || status == 204 || status == 304 || status < 200;
     s->resp_chunked = false;
     if (s->w->draining)
         s->keep_alive = false;
-    status_line(s, status);
-    sg_headers_forward_response(h, edits, upgrade, sg_h1_emit_field, o);
+    status_line(&wb, status);
+    sg_headers_forward_response(h, edits, upgrade, sg_wbuf_field, &wb);
     if (upgrade) {
         /* Upgrade + Connection were emitted by the forward rules. */
     } else if (s->resp_no_body) {
         if (content_length >= 0 && status != 204 && status >= 200)
-            sg_h1_emit_content_length(o, (uint64_t)content_length);
+            sg_wbuf_content_length(&wb, (uint64_t)content_length);
     } else if (content_length >= 0) {
-        sg_h1_emit_content_length(o, (uint64_t)content_length);
+        sg_wbuf_content_length(&wb, (uint64_t)content_length);
     } else if (!s->http10) {
-        evbuffer_add(o, "Transfer-Encoding: chunked\r\n", 28);
+        sg_wbuf_add(&wb, "Transfer-Encoding: chunked\r\n", 28);
         s->resp_chunked = true;
     } else {
         s->keep_alive = false; /* close-delimited for HTTP/1.0 */
     }
     if (!upgrade) {
         if (!s->keep_alive)
-            evbuffer_add(o, "Connection: close\r\n", 19);
+            sg_wbuf_add(&wb, "Connection: close\r\n", 19);
         else if (s->http10)
-            evbuffer_add(o, "Connection: keep-alive\r\n", 24);
+            sg_wbuf_add(&wb, "Connection: keep-alive\r\n", 24);
     }
-    evbuffer_add(o, "\r\n", 2);
+    sg_wbuf_add(&wb, "\r\n", 2);
+    sg_wbuf_flush(&wb);
 }
 
 static void ds_body(void *ds, const char *p, size_t n)
@@ -558,7 +563,10 @@ static void ds_body(void *ds, const char *p, size_t n)
     if (s->resp_no_body || n == 0)
         return;
     if (s->resp_chunked) {
-        sg_h1_emit_chunk(out(s), p, n);
+        struct sg_wbuf wb;
+        sg_wbuf_init(&wb, out(s));
+        sg_wbuf_chunk(&wb, p, n);
+        sg_wbuf_flush(&wb);
     } else {
         evbuffer_add(out(s), p, n);
     }
@@ -569,12 +577,15 @@ static void ds_end(void *ds, const struct sg_headers *trailers)
     struct sg_h1s *s = ds;
     if (!s->resp_chunked)
         return;
-    evbuffer_add(out(s), "0\r\n", 3);
+    struct sg_wbuf wb;
+    sg_wbuf_init(&wb, out(s));
+    sg_wbuf_add(&wb, "0\r\n", 3);
     if (trailers) {
         /* Framing fields never belong in trailers (RFC 9110 6.5.1). */
-        sg_headers_forward_trailers(trailers, sg_h1_emit_field, out(s));
+        sg_headers_forward_trailers(trailers, sg_wbuf_field, &wb);
     }
-    evbuffer_add(out(s), "\r\n", 2);
+    sg_wbuf_add(&wb, "\r\n", 2);
+    sg_wbuf_flush(&wb);
 }
 
 static void write_local(struct sg_h1s *s, int status, const char *text, bool close)
@@ -582,11 +593,17 @@ static void write_local(struct sg_h1s *s, int status, const char *text, bool clo
     size_t n = strlen(text);
     if (close)
         s->keep_alive = false;
-    status_line(s, status);
-    evbuffer_add_printf(out(s), "Content-Type: text/plain; charset=utf-8\r\nContent-Length: %zu\r\n%s\r\n", n,
-                        s->keep_alive ? "" : "Connection: close\r\n");
+    struct sg_wbuf wb;
+    sg_wbuf_init(&wb, out(s));
+    status_line(&wb, status);
+    sg_wbuf_add(&wb, "Content-Type: text/plain; charset=utf-8\r\n", 41);
+    sg_wbuf_content_length(&wb, n);
+    if (!s->keep_alive)
+        sg_wbuf_add(&wb, "Connection: close\r\n", 19);
+    sg_wbuf_add(&wb, "\r\n", 2);
     if (!s->req.head_method)
-        evbuffer_add(out(s), text, n);
+        sg_wbuf_add(&wb, text, n);
+    sg_wbuf_flush(&wb);
 }
 
 static void ds_local(void *ds, int status, const char *text, bool close)

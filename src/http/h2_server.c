@@ -215,16 +215,16 @@ static void stream_window(struct h2s_stream *st)
 
 static void nv_status(struct sg_h2_nvlist *nv, int status)
 {
-    char buf[8];
-    int n = snprintf(buf, sizeof buf, "%d", status);
-    sg_h2_nv_add(nv, SG_STR_LIT(":status"), (struct sg_str){ buf, (size_t)n });
+    char buf[24];
+    size_t n = sg_fmt_u64(buf, status > 0 ? (uint64_t)status : 0, 10);
+    sg_h2_nv_add(nv, SG_STR_LIT(":status"), (struct sg_str){ buf, n });
 }
 
 static void nv_length(struct sg_h2_nvlist *nv, int64_t len)
 {
     char buf[24];
-    int n = snprintf(buf, sizeof buf, "%lld", (long long)len);
-    sg_h2_nv_add(nv, SG_STR_LIT("content-length"), (struct sg_str){ buf, (size_t)n });
+    size_t n = sg_fmt_u64(buf, len > 0 ? (uint64_t)len : 0, 10);
+    sg_h2_nv_add(nv, SG_STR_LIT("content-length"), (struct sg_str){ buf, n });
 }
 
 /* DATA frames come from the stream's evbuffer. An empty buffer before the

@@ -114,12 +114,22 @@ bool sg_header_is_hop_by_hop(struct sg_str name)
 {
     /* HTTP2-Settings belongs to the h2c upgrade (RFC 7540 3.2.1), which
      * this proxy never performs or forwards (RFC 9113 removed it). */
-    static const char *const hop[] = { "connection", "keep-alive",        "proxy-connection", "te",
-                                       "transfer-encoding", "upgrade", "http2-settings" };
-    for (size_t i = 0; i < sizeof hop / sizeof hop[0]; i++)
-        if (sg_str_ieq_c(name, hop[i]))
-            return true;
-    return false;
+    switch (name.len) { /* asked for every field of every message */
+    case 2:
+        return sg_str_ieq(name, SG_STR_LIT("te"));
+    case 7:
+        return sg_str_ieq(name, SG_STR_LIT("upgrade"));
+    case 10:
+        return sg_str_ieq(name, SG_STR_LIT("connection")) || sg_str_ieq(name, SG_STR_LIT("keep-alive"));
+    case 14:
+        return sg_str_ieq(name, SG_STR_LIT("http2-settings"));
+    case 16:
+        return sg_str_ieq(name, SG_STR_LIT("proxy-connection"));
+    case 17:
+        return sg_str_ieq(name, SG_STR_LIT("transfer-encoding"));
+    default:
+        return false;
+    }
 }
 
 bool sg_header_name_reserved(struct sg_str name)

@@ -145,14 +145,23 @@ void sg_worker_request_id(struct sg_worker *w, char out[37])
      * would print them (snprintf was the largest user-space cost of
      * starting an exchange). */
     static const char hex[] = "0123456789abcdef";
-    char *p = out;
-    for (int i = 0; i < 32; i++) {
-        if (i == 8 || i == 12 || i == 16 || i == 20)
-            *p++ = '-';
-        uint64_t word = i < 16 ? a : b;
-        *p++ = hex[(word >> (60 - 4 * (i % 16))) & 0xf];
+    char ha[16], hb[16];
+    for (int i = 15; i >= 0; i--) {
+        ha[i] = hex[a & 0xf];
+        hb[i] = hex[b & 0xf];
+        a >>= 4;
+        b >>= 4;
     }
-    *p = '\0';
+    memcpy(out, ha, 8);
+    out[8] = '-';
+    memcpy(out + 9, ha + 8, 4);
+    out[13] = '-';
+    memcpy(out + 14, ha + 12, 4);
+    out[18] = '-';
+    memcpy(out + 19, hb, 4);
+    out[23] = '-';
+    memcpy(out + 24, hb + 4, 12);
+    out[36] = '\0';
 }
 
 /* ---- access log ------------------------------------------------------------ */

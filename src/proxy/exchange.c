@@ -496,10 +496,11 @@ static void ex_attach(struct sg_exchange *ex, struct sg_uconn *uc)
     struct sg_h1c_request r = { ex->req.method, { ex->target, ex->target_len }, host, ex->req.content_length,
                                 ex->req.head_method, ex->req.upgrade };
     ex->attached = true;
-    sg_h1c_begin(&ex->up.h1c, uc, &primary_ops, ex, &r);
+    struct sg_wbuf wb;
+    sg_h1c_begin(&ex->up.h1c, uc, &primary_ops, ex, &r, &wb);
     struct sg_forward_request_opts o = forward_opts(ex);
-    sg_headers_forward_request(ex->req.headers, &o, sg_h1_emit_field, sg_h1c_output(&ex->up.h1c));
-    sg_h1c_head_done(&ex->up.h1c);
+    sg_headers_forward_request(ex->req.headers, &o, sg_wbuf_field, &wb);
+    sg_h1c_head_done(&ex->up.h1c, &wb);
     ex_attached(ex);
 }
 

@@ -374,7 +374,10 @@ static bool copy_request(struct sg_shadow *sh, const struct sg_shadow_request *r
         struct sg_h2c_stream tmp = { .hdrs = sh->fields };
         sg_headers_forward_request(r->headers, f, sg_h2c_emit, &tmp);
     } else {
-        sg_headers_forward_request(r->headers, f, sg_h1_emit_field, sh->fields);
+        struct sg_wbuf wb;
+        sg_wbuf_init(&wb, sh->fields);
+        sg_headers_forward_request(r->headers, f, sg_wbuf_field, &wb);
+        sg_wbuf_flush(&wb);
     }
     return true;
 }
@@ -403,10 +406,12 @@ static void attach(struct sg_shadow *sh, struct sg_uconn *uc)
     bool head = sg_str_eq(sh->method, SG_STR_LIT("HEAD"));
     struct sg_h1c_request r = { sh->method, sh->target, sh->host, sh->content_length, head, false };
     sh->attached = true;
-    sg_h1c_begin(&sh->up.h1c, uc, &shadow_ops, sh, &r);
+    struct sg_wbuf wb;
+    sg_h1c_begin(&sh->up.h1c, uc, &shadow_ops, sh, &r, &wb);
+    sg_wbuf_flush(&wb); /* the request line, then the fields kept at creation */
     struct evbuffer *out = sg_h1c_output(&sh->up.h1c);
     evbuffer_add_buffer(out, sh->fields);
-    sg_h1c_head_done(&sh->up.h1c);
+    sg_h1c_head_done(&sh->up.h1c, &wb);
     sh->unsent_head = evbuffer_get_length(out);
     sh->drain_cb = evbuffer_add_cb(out, output_drained, sh);
     send_held(sh);

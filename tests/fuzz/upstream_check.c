@@ -48,15 +48,16 @@ void fuzz_upstream_begin(const struct sg_request *req)
     evbuffer_drain(wire(), evbuffer_get_length(wire()));
     struct sg_str host = req->host.len ? req->host : SG_STR_LIT("upstream.test:8080");
     struct sg_h1c_request r = { req->method, req->target, host, req->content_length, req->head_method, req->upgrade };
-    sg_h1c_begin(&client, &uc, &no_ops, NULL, &r);
+    struct sg_wbuf wb;
+    sg_h1c_begin(&client, &uc, &no_ops, NULL, &r, &wb);
     struct sg_forward_request_opts o = {
         .client_addr = SG_STR_LIT("192.0.2.1"),
         .proto = SG_STR_LIT("http"),
         .request_id = SG_STR_LIT("00000000-0000-4000-8000-000000000000"),
         .upgrade = req->upgrade,
     };
-    sg_headers_forward_request(req->headers, &o, sg_h1_emit_field, sg_h1c_output(&client));
-    sg_h1c_head_done(&client);
+    sg_headers_forward_request(req->headers, &o, sg_wbuf_field, &wb);
+    sg_h1c_head_done(&client, &wb);
     active = true;
     declared = req->content_length;
     body_bytes = 0;
