@@ -20,8 +20,10 @@
  * at a callback that reads up to 64 KiB at once (into a per-thread buffer,
  * then one add to the input) with libevent's semantics: high watermark,
  * EOF and errors to the event callback, read callback past the low
- * watermark. One keep-alive request through the proxy is then epoll_wait,
- * read and writev on each side: what nginx makes.
+ * watermark. Both directions use the socket calls (recv, send, sendmsg),
+ * which skip the file layer that read/writev cross on every call. One
+ * keep-alive request through the proxy is then epoll_wait, recv and send on
+ * each side: as many system calls as nginx and HAProxy make.
  *
  * Never for TLS bufferevents (the bytes are ciphertext there), never before
  * a connect completed (the pending write event is the connect's). */

@@ -5,6 +5,8 @@
 #include <errno.h>
 #include <stdbool.h>
 #include <stdlib.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -39,6 +41,32 @@ static bool flushable(struct bufferevent *bev)
            evbuffer_get_length(bufferevent_get_output(bev)) > 0;
 }
 
+/* send(2) for one piece, sendmsg(2) for several, where libevent would use
+ * writev(2): the socket calls skip the file layer (position lock, access
+ * checks) that read/write/writev go through on every call. An
+ * evbuffer_iovec has struct iovec's layout (event2/buffer.h). */
+#define SEND_IOV 16
+
+static ssize_t send_out(struct evbuffer *out, evutil_socket_t fd)
+{
+    struct evbuffer_iovec v[SEND_IOV];
+    int n = evbuffer_peek(out, -1, NULL, v, SEND_IOV);
+    if (n <= 0)
+        return 0;
+    if (n > SEND_IOV)
+        n = SEND_IOV;
+    ssize_t wrote;
+    if (n == 1) {
+        wrote = send(fd, v[0].iov_base, v[0].iov_len, MSG_NOSIGNAL);
+    } else {
+        struct msghdr m = { .msg_iov = (struct iovec *)(void *)v, .msg_iovlen = (size_t)n };
+        wrote = sendmsg(fd, &m, MSG_NOSIGNAL);
+    }
+    if (wrote > 0)
+        evbuffer_drain(out, (size_t)wrote);
+    return wrote;
+}
+
 static void flush_one(struct bufferevent *bev)
 {
     if (!flushable(bev))
@@ -50,7 +78,7 @@ static void flush_one(struct bufferevent *bev)
     /* Socket bufferevents keep the front of their output frozen and thaw it
      * around their own writes; so do we. */
     evbuffer_unfreeze(out, 1);
-    int wrote = evbuffer_write(out, fd);
+    ssize_t wrote = send_out(out, fd);
     evbuffer_freeze(out, 1);
     if (wrote <= 0)
         return; /* EAGAIN or an error: libevent's write event sees it */
@@ -148,7 +176,7 @@ static void read_ready(evutil_socket_t fd, short what, void *arg)
     }
     /* Into the thread's buffer, then one add: reserving READ_MAX in the
      * input buffer would allocate a chunk that size for every small read. */
-    ssize_t n = read(fd, rbuf, want);
+    ssize_t n = recv(fd, rbuf, want, 0);
     if (n > 0) {
         evbuffer_unfreeze(in, 0);
         if (evbuffer_add(in, rbuf, (size_t)n) < 0) {
