@@ -15,6 +15,7 @@
 #include "strangler/health.h"
 #include "strangler/listen.h"
 #include "strangler/log.h"
+#include "strangler/mem.h"
 #include "strangler/metrics.h"
 #include "strangler/prober.h"
 #include "strangler/watch.h"
@@ -332,6 +333,7 @@ static void cleanup(struct app *a)
 
 int main(int argc, char **argv)
 {
+    sg_mem_install(); /* before anything touches libevent */
     struct options o = { 0 };
     int rc = parse_args(argc, argv, &o);
     if (rc)

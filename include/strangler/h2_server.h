@@ -29,4 +29,7 @@ void sg_h2s_drain_all(struct sg_worker *w);
 /* Closes every session at once (end of drain_timeout, worker exit). */
 void sg_h2s_close_all(struct sg_worker *w);
 
+/* Frees the calling thread's cache of HTTP/2 header blocks (worker exit). */
+void sg_h2_thread_exit(void);
+
 #endif

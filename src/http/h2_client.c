@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "strangler/log.h"
+#include "strangler/mem.h"
 #include "strangler/pool.h"
 #include "strangler/worker.h"
 
@@ -344,7 +345,7 @@ static bool sess_init_ng(struct sg_h2c_sess *s)
     nghttp2_option *opt;
     nghttp2_option_new(&opt);
     nghttp2_option_set_no_auto_window_update(opt, 1);
-    int rc = nghttp2_session_client_new2(&s->ng, cbs, s, opt);
+    int rc = nghttp2_session_client_new3(&s->ng, cbs, s, opt, sg_mem_nghttp2());
     nghttp2_option_del(opt);
     nghttp2_session_callbacks_del(cbs);
     if (rc != 0)

@@ -45,6 +45,7 @@
 #include "strangler/exchange.h"
 #include "strangler/h1.h"
 #include "strangler/log.h"
+#include "strangler/mem.h"
 #include "strangler/metrics.h"
 #include "strangler/worker.h"
 
@@ -134,12 +135,12 @@ static void kick(struct sg_h2s *c)
 
 static struct h2s_stream *stream_new(struct sg_h2s *c, int32_t id)
 {
-    struct h2s_stream *st = calloc(1, sizeof *st);
+    struct h2s_stream *st = sg_mem_calloc(1, sizeof *st);
     if (!st)
         return NULL;
     st->body = evbuffer_new();
     if (!st->body) {
-        free(st);
+        sg_mem_free(st);
         return NULL;
     }
     st->c = c;
@@ -162,7 +163,7 @@ static void stream_free(struct h2s_stream *st)
     sg_h2_nv_free(&st->trailers);
     sg_h1_head_free(&st->req_trailers);
     evbuffer_free(st->body);
-    free(st);
+    sg_mem_free(st);
 }
 
 static void stream_unlink(struct h2s_stream *st)
@@ -634,7 +635,7 @@ static int session_new(struct sg_h2s *c)
     nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
     nghttp2_session_callbacks_set_error_callback2(cb, on_error);
     nghttp2_option_set_no_auto_window_update(opt, 1);
-    int rv = nghttp2_session_server_new2(&c->ngh, cb, c, opt);
+    int rv = nghttp2_session_server_new3(&c->ngh, cb, c, opt, sg_mem_nghttp2());
     nghttp2_option_del(opt);
     nghttp2_session_callbacks_del(cb);
     return rv == 0 ? 0 : -1;

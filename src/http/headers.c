@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "strangler/config.h"
+#include "strangler/mem.h"
 
 void sg_headers_init(struct sg_headers *h)
 {
@@ -21,7 +22,7 @@ void sg_headers_init(struct sg_headers *h)
 
 void sg_headers_free(struct sg_headers *h)
 {
-    free(h->v);
+    sg_mem_free(h->v);
     sg_headers_init(h);
 }
 
@@ -31,7 +32,7 @@ bool sg_headers_add(struct sg_headers *h, struct sg_str name, struct sg_str valu
         size_t cap = h->cap ? h->cap * 2 : 16;
         if (cap > SIZE_MAX / sizeof *h->v)
             return false;
-        struct sg_header *v = realloc(h->v, cap * sizeof *v);
+        struct sg_header *v = sg_mem_realloc(h->v, cap * sizeof *v);
         if (!v)
             return false;
         h->v = v;

@@ -19,6 +19,7 @@
 #include "strangler/h2_server.h"
 #include "strangler/io.h"
 #include "strangler/log.h"
+#include "strangler/mem.h"
 #include "strangler/mirror.h"
 #include "strangler/pool.h"
 #include "strangler/retry_budget.h"
@@ -95,7 +96,7 @@ static void defer_cb(evutil_socket_t fd, short what, void *arg)
         while (d) {
             struct sg_defer *next = d->next;
             d->fn(d->arg);
-            free(d);
+            sg_mem_free(d);
             d = next;
         }
     }
@@ -103,7 +104,7 @@ static void defer_cb(evutil_socket_t fd, short what, void *arg)
 
 void sg_worker_defer(struct sg_worker *w, sg_defer_fn fn, void *arg)
 {
-    struct sg_defer *d = malloc(sizeof *d);
+    struct sg_defer *d = sg_mem_malloc(sizeof *d);
     if (!d) { /* better a late free than a use after free */
         sg_error("out of memory deferring a free; leaking %p", arg);
         return;
@@ -507,8 +508,10 @@ static void *worker_main(void *arg)
     event_base_loop(w->base, EVLOOP_NONBLOCK);
     defer_cb(-1, 0, w);
     sg_exchange_thread_exit();
+    sg_h2_thread_exit();
     log_flush(w);
     sg_io_thread_leave();
+    sg_mem_thread_exit(); /* last: what was freed above went to this thread's cache */
     if (w->server->on_worker_exit)
         w->server->on_worker_exit(w->server);
     return NULL;

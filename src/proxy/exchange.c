@@ -28,6 +28,7 @@
 #include "strangler/retry_budget.h"
 #include "strangler/ustream.h"
 #include "strangler/log.h"
+#include "strangler/mem.h"
 #include "strangler/mirror.h"
 #include "strangler/pool.h"
 #include "strangler/router.h"
@@ -206,7 +207,7 @@ static void ex_free(void *arg)
         evbuffer_free(ex->pending);
     if (ex->replay)
         evbuffer_free(ex->replay);
-    free(ex->target);
+    sg_mem_free(ex->target);
     free(ex->shadows);
     free(ex->mirrored);
     sg_wsnap_unpin(ex->snap);
@@ -339,7 +340,7 @@ static bool ex_rewrite(struct sg_exchange *ex)
 {
     const struct sg_route *r = ex->route;
     size_t cap = ex->req.path.len + (r->rewrite_prefix ? strlen(r->rewrite_prefix) : 0) + ex->req.query.len + 2;
-    ex->target = malloc(cap);
+    ex->target = sg_mem_malloc(cap);
     if (!ex->target)
         return false;
     size_t n = sg_route_rewrite(r, ex->req.path, ex->target, cap);
