@@ -332,6 +332,26 @@ def test_408_slowloris():
         eq(request(p.addr(), "GET", "/ok").status, 200, "a prompt request still works")
 
 
+def test_408_partial_head_after_a_request_on_the_same_connection():
+    # The connection's timer is set lazily: a deadline moved later leaves the pending timer
+    # alone (it re-arms when it fires early) and a cleared one is only forgotten. The header
+    # deadline of a second request must hold all the same: head started at once (the 20 ms
+    # park timer still pending) and after the connection parked.
+    up = Upstream("again")
+    with Proxy(simple(up, limits={"header_timeout": "1s", "idle_timeout": "30s"})) as p:
+        for pause in (0.0, 0.2):
+            with Client(p.addr(), timeout=10) as c:
+                eq(c.request("GET", "/first").status, 200, "first request (pause %.1fs)" % pause)
+                time.sleep(pause)
+                t0 = time.monotonic()
+                c.send(b"GET /second HTTP/1.1\r\nHo")
+                r, dt = _read_after(c, t0, "partial second head")
+                check_error(r, 408, "partial second head (pause %.1fs)" % pause)
+                check(0.8 <= dt <= 3.5, "408 after %.2fs with header_timeout 1s (pause %.1fs)"
+                      % (dt, pause))
+        eq(up.head_paths, ["/first", "/first"], "only the complete heads went upstream")
+
+
 def _send_head_then_body(c, head, body):
     """Sends the head; the body only if no response came within 1 s (a proxy may refuse on
     the Content-Length alone, and then a client writing the body would hit a reset)."""
