@@ -5,9 +5,9 @@
  * for sending). With many requests in flight they come and go in bursts
  * larger than glibc's per-thread cache (seven blocks per size), so most of
  * them went through malloc's shared bins. sg_mem keeps freed blocks of
- * seven size classes (64 bytes to 4 KiB, powers of two) in per-thread
- * lists, bounded in count and bytes, and hands them out again; larger
- * requests go to malloc. A block freed on another thread joins that
+ * 18 size classes (16 bytes to 4 KiB) in per-thread lists, bounded in
+ * count and bytes, and hands them out again; larger requests go to
+ * malloc. A block freed on another thread joins that
  * thread's lists. No locks. The proxy's own per-request allocations
  * (header arrays, HTTP/2 streams, rewritten targets, deferred frees) use
  * it too; what sg_mem_*alloc() returns must go back through sg_mem_free()

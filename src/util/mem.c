@@ -14,16 +14,19 @@
 
 #if SG_MEM_ON
 
-/* Classes 0..6 hold blocks for requests of up to 64, 128, ... 4,096 bytes.
- * Every block starts with a header naming its class (BIG: from malloc at
- * its own size, never cached); the caller's pointer follows it, 16-byte
- * aligned as malloc's. */
-#define CLASSES 7
-#define MIN_SHIFT 6
+/* 18 classes: every 16 bytes up to 128, then two per power of two (192,
+ * 256, 384, ... 3,072, 4,096), so that a block wastes little more than
+ * malloc's own rounding: libevent keeps one small allocation per open
+ * socket (its evmap entry), which idle connections pay for. Every block
+ * starts with a header naming its class (BIG: from malloc at its own size,
+ * never cached); the caller's pointer follows it, 16-byte aligned as
+ * malloc's. */
+#define CLASSES 18
+#define SMALL 128u /* classes 0..7: 16, 32, ... 128 */
 #define BIG 0xffu
 #define HEADER 16u
 #define CACHE_COUNT 256u /* blocks kept per class */
-#define CACHE_BYTES (1u << 20) /* bytes kept per thread, all classes */
+#define CACHE_BYTES (512u << 10) /* bytes kept per thread, all classes */
 
 struct block {
     union {
@@ -43,15 +46,20 @@ static _Thread_local struct {
 
 static size_t class_size(unsigned cls)
 {
-    return (size_t)1 << (cls + MIN_SHIFT);
+    if (cls < 8)
+        return 16u * (cls + 1);
+    size_t pow = (size_t)256 << ((cls - 8) / 2); /* 256, 512, ... 4,096 */
+    return cls % 2 ? pow : pow / 4 * 3;
 }
 
 static unsigned class_of(size_t n)
 {
-    if (n <= class_size(0))
-        return 0;
+    if (n <= SMALL)
+        return n ? (unsigned)((n - 1) / 16) : 0;
+    /* n - 1 has `bits` significant bits: 2^(bits-1) < n <= 2^bits */
     unsigned bits = (unsigned)(sizeof(unsigned long) * 8) - (unsigned)__builtin_clzl((unsigned long)(n - 1));
-    return bits - MIN_SHIFT < CLASSES ? bits - MIN_SHIFT : BIG;
+    unsigned cls = 8 + 2 * (bits - 8) + (n > ((size_t)3 << (bits - 2)) ? 1u : 0u);
+    return cls < CLASSES ? cls : BIG;
 }
 
 static void *user(struct block *b)
