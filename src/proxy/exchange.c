@@ -208,8 +208,8 @@ static void ex_free(void *arg)
     if (ex->replay)
         evbuffer_free(ex->replay);
     sg_mem_free(ex->target);
-    free(ex->shadows);
-    free(ex->mirrored);
+    sg_mem_free(ex->shadows);
+    sg_mem_free(ex->mirrored);
     sg_wsnap_unpin(ex->snap);
     ex_dealloc(ex, &keep);
 }
@@ -358,8 +358,8 @@ static bool ex_rewrite(struct sg_exchange *ex)
 static void ex_start_shadows(struct sg_exchange *ex)
 {
     const struct sg_route *r = ex->route;
-    ex->shadows = calloc(2 * r->n_mirrors, sizeof *ex->shadows);
-    ex->mirrored = calloc(r->n_mirrors, sizeof *ex->mirrored);
+    ex->shadows = sg_mem_calloc(2 * r->n_mirrors, sizeof *ex->shadows);
+    ex->mirrored = sg_mem_calloc(r->n_mirrors, sizeof *ex->mirrored);
     if (!ex->shadows || !ex->mirrored)
         return;
     ex->n_shadows = 2 * r->n_mirrors;
