@@ -152,13 +152,14 @@ def tree(pid):
     return [pid] + descendants(pid)
 
 
-def cpu_ticks(pids):
+def cpu_ticks(pids, kernel_only=False):
+    """utime + stime of the processes, in clock ticks (stime alone with kernel_only)."""
     total = 0
     for pid in pids:
         try:
             with open("/proc/%d/stat" % pid) as f:
                 fields = f.read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+            total += int(fields[12]) + (0 if kernel_only else int(fields[11]))  # stime, utime
         except OSError:
             pass
     return total
@@ -369,13 +370,15 @@ class Bench:
         mirror0 = self.mirror_count() if scenario.startswith("mirror") else 0
         shadow0 = self.shadow_metrics() if (scenario.startswith("mirror") and
                                             proxy == "strangler") else {}
-        t0, c0 = time.monotonic(), cpu_ticks(pids)
+        t0, c0, k0 = time.monotonic(), cpu_ticks(pids), cpu_ticks(pids, kernel_only=True)
         r = self.run_wrk(secs) if kind == "wrk" else self.run_h2load(secs, port)
-        c1, t1 = cpu_ticks(pids), time.monotonic()
+        c1, k1, t1 = cpu_ticks(pids), cpu_ticks(pids, kernel_only=True), time.monotonic()
         if p.poll() is not None:
             raise RuntimeError("%s exited during the run" % proxy)
         cpu_s = (c1 - c0) / CLK_TCK
         r["cpu_us"] = cpu_s * 1e6 / r["requests"] if r["requests"] else float("nan")
+        # the kernel's part (system time): the loopback TCP path every proxy pays
+        r["sys_us"] = (k1 - k0) / CLK_TCK * 1e6 / r["requests"] if r["requests"] else float("nan")
         r["cpu_pct"] = 100.0 * cpu_s / (t1 - t0)
         if scenario.startswith("mirror"):
             time.sleep(0.6 if scenario == "mirror-slow" else 0.1)  # let shadows in flight land
@@ -510,16 +513,16 @@ def build_report(args, meta, runs, scenarios):
                 continue
             ok = [r for r in rs if not r.get("failed")]
             m = {"failed_runs": len(rs) - len(ok)}
-            for key in ("rps", "p50_ms", "p99_ms", "cpu_us", "cpu_pct", "errors", "mib_s",
+            for key in ("rps", "p50_ms", "p99_ms", "cpu_us", "sys_us", "cpu_pct", "errors", "mib_s",
                         "rss_growth_mib", "cpu_s", "bytes_per_conn", "shadows_pct", "seconds"):
                 if any(key in r for r in ok):
                     m[key] = med([r.get(key) for r in ok])
             rows[proxy] = m
         medians[scen] = rows
         if kind in ("wrk", "h2load"):
-            hdr = "%-10s %9s %8s %8s %11s %9s %7s %14s %12s" % (
-                "proxy", "req/s", "p50 ms", "p99 ms", "CPU us/req", "proxy CPU", "errors",
-                "req/s ÷" + ref, "CPU ÷" + ref)
+            hdr = "%-10s %9s %8s %8s %11s %9s %9s %7s %14s %12s" % (
+                "proxy", "req/s", "p50 ms", "p99 ms", "CPU us/req", "of it sys", "proxy CPU",
+                "errors", "req/s ÷" + ref, "CPU ÷" + ref)
             if scen.startswith("mirror"):
                 hdr += " %9s %12s %12s" % ("shadows", "CPU ÷own h1", "p50 ÷own h1")
             w(hdr)
@@ -528,10 +531,11 @@ def build_report(args, meta, runs, scenarios):
                 if m is None:
                     w("%-10s n/a" % proxy)
                     continue
-                line = "%-10s %9s %8s %8s %11s %8s%% %7s %14s %12s" % (
+                line = "%-10s %9s %8s %8s %11s %9s %8s%% %7s %14s %12s" % (
                     proxy, fmt(m.get("rps"), ".0f"), fmt(m.get("p50_ms"), ".2f"),
                     fmt(m.get("p99_ms"), ".2f"), fmt(m.get("cpu_us"), ".1f"),
-                    fmt(m.get("cpu_pct"), ".0f"), fmt(m.get("errors"), ".0f"),
+                    fmt(m.get("sys_us"), ".1f"), fmt(m.get("cpu_pct"), ".0f"),
+                    fmt(m.get("errors"), ".0f"),
                     fmt(paired_ratio(runs, scen, proxy, "rps", scen, ref, "rps"), ".2f") + "x",
                     fmt(paired_ratio(runs, scen, proxy, "cpu_us", scen, ref, "cpu_us"), ".2f") + "x")
                 if scen.startswith("mirror"):
