@@ -19,6 +19,7 @@
 #include <event2/event_struct.h>
 
 #include "strangler/config.h"
+#include "strangler/deadline.h"
 #include "strangler/metrics.h"
 
 struct bufferevent;
@@ -60,6 +61,7 @@ struct sg_uconn {
     struct sg_acquire *waiter; /* RESOLVING/CONNECTING on someone's behalf */
     unsigned requests; /* exchanges served on this connection */
     struct event timer; /* connect timeout, then idle timeout */
+    struct sg_deadline deadline; /* of `timer`, kept lazily (deadline.h) */
     TAILQ_ENTRY(sg_uconn) link; /* idle list or resolving list */
 };
 

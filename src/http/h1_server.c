@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "strangler/clock.h"
+#include "strangler/deadline.h"
 #include "strangler/exchange.h"
 #include "strangler/h1.h"
 #include "strangler/h2_server.h"
@@ -66,8 +67,7 @@ struct sg_h1s {
     bool end_pending; /* chunked request complete, its last line not checked yet */
     char last_byte; /* of the previous input piece */
     bool park_armed; /* the timer parks the connection rather than ending it */
-    uint64_t deadline_ms; /* when the timer's work is due (sg_mono_ms); 0: none */
-    uint64_t timer_at_ms; /* when the pending timer fires; at or before the deadline */
+    struct sg_deadline deadline; /* of `timer`, kept lazily (deadline.h) */
 };
 
 #define H1S_PARKED_SIZE offsetof(struct sg_h1s, parser)
@@ -135,25 +135,12 @@ static struct evbuffer *out(struct sg_h1s *s)
 /* ---- timers ------------------------------------------------------------ */
 
 /* Sets (ms > 0) or clears the connection's one deadline: the header
- * timeout, the idle timeout, the park delay, the drain bound. Lazily, as
- * nginx and HAProxy keep their timers: a pending timer that fires no later
- * than the new deadline is left alone and re-armed when it fires early,
- * and clearing only forgets the deadline. A busy keep-alive connection
- * sets three deadlines per request; this way the timer is touched about
- * once per PARK_AFTER_MS instead of five times per request. */
+ * timeout, the idle timeout, the park delay, the drain bound. A busy
+ * keep-alive connection sets three per request; kept lazily, the timer is
+ * touched about once per PARK_AFTER_MS instead of five times per request. */
 static void arm_timer(struct sg_h1s *s, uint64_t ms)
 {
-    if (ms == 0) {
-        s->deadline_ms = 0;
-        return;
-    }
-    uint64_t now = sg_mono_ms();
-    s->deadline_ms = now + ms;
-    if (event_pending(&s->timer, EV_TIMEOUT, NULL) && s->timer_at_ms <= s->deadline_ms)
-        return;
-    struct timeval tv = sg_tv_ms(ms);
-    event_add(&s->timer, &tv);
-    s->timer_at_ms = s->deadline_ms;
+    sg_deadline_set(&s->deadline, &s->timer, ms);
 }
 
 static bool park(struct sg_h1s *s, uint64_t left_ms);
@@ -161,16 +148,8 @@ static bool park(struct sg_h1s *s, uint64_t left_ms);
 static void timer_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct sg_h1s *s = arg;
-    if (s->deadline_ms == 0)
-        return; /* cleared since it was set */
-    uint64_t now = sg_mono_ms();
-    if (now < s->deadline_ms) { /* moved later since it was set */
-        struct timeval tv = sg_tv_ms(s->deadline_ms - now);
-        event_add(&s->timer, &tv);
-        s->timer_at_ms = s->deadline_ms;
-        return;
-    }
-    s->deadline_ms = 0;
+    if (!sg_deadline_due(&s->deadline, &s->timer))
+        return; /* cleared, or moved later, since it was set */
     if (s->closing) { /* the last bytes did not drain in time */
         h1s_close(s);
         return;

@@ -324,11 +324,9 @@ static void uconn_free(struct sg_uconn *c)
  * connect timeout could survive into the exchange as a write timeout. */
 static void uconn_timer(struct sg_uconn *c, uint64_t ms)
 {
-    event_del(&c->timer);
-    if (ms) {
-        struct timeval tv = sg_tv_ms(ms);
-        event_add(&c->timer, &tv);
-    }
+    /* Lazily: a connection taken from the pool and given back for every
+     * request clears and sets its idle deadline each time. */
+    sg_deadline_set(&c->deadline, &c->timer, ms);
 }
 
 /* At most one line per second per pool: a dead upstream under load must
@@ -402,6 +400,8 @@ static void idle_event_cb(struct bufferevent *bev, short what, void *arg)
 static void uconn_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct sg_uconn *c = arg;
+    if (!sg_deadline_due(&c->deadline, &c->timer))
+        return; /* cleared, or moved later, since it was set */
     if (c->state == SG_UC_IDLE)
         idle_drop(c);
     else if (c->state == SG_UC_CONNECTING)

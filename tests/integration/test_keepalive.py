@@ -68,6 +68,22 @@ def test_upstream_idle_timeout_closes_pooled_connections():
         check(time.monotonic() - t0 > 0.5, "pooled connection closed after %.2fs"
               % (time.monotonic() - t0))
         eq(request(p.addr(), "GET", "/b").status, 200, "request after the pool emptied")
+        # The idle deadline is kept lazily (the timer armed at the first release is left
+        # pending when later releases move the deadline on): a connection used every 0.4 s
+        # must still get its full second after the last use, not after the first. One client
+        # connection, so that every request goes through the same worker and its pool.
+        with Client(p.addr()) as c:
+            eq(c.request("GET", "/c0").status, 200, "first request on one client connection")
+            accepted = up.accepted
+            for i in range(1, 4):
+                time.sleep(0.4)
+                eq(c.request("GET", "/c%d" % i).status, 200, "request %d, 0.4 s later" % i)
+            eq(up.accepted, accepted, "upstream connections opened for requests 0.4 s apart "
+               "(idle_timeout 1s)")
+        t_last = time.monotonic()
+        check(wait_until(lambda: up.active == 0, 5), "pooled connection still open 5 s after its last use")
+        check(time.monotonic() - t_last > 0.5, "pooled connection closed %.2fs after its last use "
+              "(idle_timeout 1s)" % (time.monotonic() - t_last))
 
 
 def test_pipelined_requests_answered_in_order():
