@@ -17,6 +17,7 @@
 #include <sys/socket.h>
 
 #include <event2/event_struct.h>
+#include <event2/util.h>
 
 #include "strangler/config.h"
 #include "strangler/deadline.h"
@@ -143,6 +144,11 @@ void sg_acquire_cancel(struct sg_acquire *a);
 /* Returns a connection after an exchange: to the idle list when `reuse`,
  * closed otherwise. The caller must have removed its own callbacks. */
 void sg_uconn_release(struct sg_uconn *c, bool reuse);
+
+/* The getaddrinfo hints every upstream name is resolved with (pools and
+ * the health prober): TCP, IPv4 or IPv6, families this host has
+ * addresses in. */
+void sg_upstream_hints(struct evutil_addrinfo *hints);
 
 /* Number of process-wide connections of an upstream (for tests/metrics). */
 int sg_upstream_conns(const struct sg_upstream_rt *u);

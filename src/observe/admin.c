@@ -73,9 +73,9 @@ static void reply_json(struct evhttp_request *req, int code, const char *reason,
     evhttp_send_reply(req, code, reason, b);
 }
 
-static void config_cb(struct evhttp_request *req, void *arg)
+/* A GET-only endpoint answering a JSON document that render writes. */
+static void get_json(struct evhttp_request *req, void (*render)(struct evbuffer *b, void *ctx), void *ctx)
 {
-    struct sg_admin *a = arg;
     if (!is_get(req)) {
         reply_text(req, 405, "Method Not Allowed", "use GET\n");
         return;
@@ -83,9 +83,20 @@ static void config_cb(struct evhttp_request *req, void *arg)
     struct evbuffer *b = evbuffer_new();
     if (!b)
         return;
-    sg_config_json(b, a->srv->cfg);
+    render(b, ctx);
     reply_json(req, 200, "OK", b);
     evbuffer_free(b);
+}
+
+static void render_config(struct evbuffer *b, void *arg)
+{
+    struct sg_admin *a = arg;
+    sg_config_json(b, a->srv->cfg);
+}
+
+static void config_cb(struct evhttp_request *req, void *arg)
+{
+    get_json(req, render_config, arg);
 }
 
 /* POST /reload: the same path as SIGHUP and the file watcher, with the
@@ -120,19 +131,16 @@ static void reload_cb(struct evhttp_request *req, void *arg)
     evbuffer_free(b);
 }
 
+static void render_diffs(struct evbuffer *b, void *arg)
+{
+    (void)arg;
+    sg_compare_report(b);
+}
+
 /* GET /mirror/diffs: comparison results per route and mirror upstream. */
 static void diffs_cb(struct evhttp_request *req, void *arg)
 {
-    if (!is_get(req)) {
-        reply_text(req, 405, "Method Not Allowed", "use GET\n");
-        return;
-    }
-    struct evbuffer *b = evbuffer_new();
-    if (!b)
-        return;
-    sg_compare_report(b);
-    reply_json(req, 200, "OK", b);
-    evbuffer_free(b);
+    get_json(req, render_diffs, arg);
 }
 
 /* POST /mirror/diffs/reset: starts the report afresh (learnt noise and

@@ -492,16 +492,21 @@ static void resolve_cb(int result, struct evutil_addrinfo *res, void *arg)
     }
 }
 
+void sg_upstream_hints(struct evutil_addrinfo *hints)
+{
+    memset(hints, 0, sizeof *hints);
+    hints->ai_family = AF_UNSPEC;
+    hints->ai_socktype = SOCK_STREAM;
+    hints->ai_protocol = IPPROTO_TCP;
+    hints->ai_flags = EVUTIL_AI_ADDRCONFIG;
+}
+
 static void pool_resolve(struct sg_pool *p)
 {
     if (p->resolving || p->literal)
         return;
     struct evutil_addrinfo hints;
-    memset(&hints, 0, sizeof hints);
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_protocol = IPPROTO_TCP;
-    hints.ai_flags = EVUTIL_AI_ADDRCONFIG;
+    sg_upstream_hints(&hints);
     p->resolving = true;
     /* evdns may answer synchronously (e.g. from /etc/hosts); resolve_cb
      * copes with being called from here. */

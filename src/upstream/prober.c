@@ -25,6 +25,7 @@
 #include "strangler/health.h"
 #include "strangler/log.h"
 #include "strangler/metrics.h"
+#include "strangler/pool.h"
 #include "strangler/tls.h"
 
 #define MAX_STATUS_LINE 8192u
@@ -370,11 +371,7 @@ static void probe_resolve(struct probe *p)
         return;
     }
     struct evutil_addrinfo hints;
-    memset(&hints, 0, sizeof hints);
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_protocol = IPPROTO_TCP;
-    hints.ai_flags = EVUTIL_AI_ADDRCONFIG;
+    sg_upstream_hints(&hints);
     t->probe = p;
     p->ticket = t;
     /* May answer before it returns (hosts file): then the ticket is gone. */
