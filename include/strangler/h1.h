@@ -48,6 +48,9 @@ void sg_h1_head_free(struct sg_h1_head *h);
 void sg_h1_head_release(struct sg_h1_head *h);
 /* Returns false when the head would exceed max_bytes (431) or on ENOMEM. */
 bool sg_h1_head_append(struct sg_h1_head *h, enum sg_h1_part part, const char *p, size_t n);
+/* One whole field at once (a decoded HTTP/2 field): the next name starts
+ * a new field. False as sg_h1_head_append. */
+bool sg_h1_head_add_field(struct sg_h1_head *h, const char *name, size_t nlen, const char *value, size_t vlen);
 /* Builds s_* and headers; trims trailing OWS from values. */
 bool sg_h1_head_finish(struct sg_h1_head *h);
 

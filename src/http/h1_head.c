@@ -112,6 +112,14 @@ bool sg_h1_head_append(struct sg_h1_head *h, enum sg_h1_part part, const char *p
     return true;
 }
 
+bool sg_h1_head_add_field(struct sg_h1_head *h, const char *name, size_t nlen, const char *value, size_t vlen)
+{
+    if (!sg_h1_head_append(h, SG_H1_FIELD, name, nlen) || !sg_h1_head_append(h, SG_H1_VALUE, value, vlen))
+        return false;
+    h->field_open = false;
+    return true;
+}
+
 static struct sg_str span_str(const struct sg_h1_head *h, struct sg_h1_span s)
 {
     return (struct sg_str){ s.len ? h->buf + s.off : "", s.len };

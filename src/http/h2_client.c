@@ -76,10 +76,8 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t 
     if (nlen && name[0] == ':')
         return 0;
     struct sg_h1_head *h = st->head_done ? &st->trailers : &st->head;
-    if (!sg_h1_head_append(h, SG_H1_FIELD, (const char *)name, nlen) ||
-        !sg_h1_head_append(h, SG_H1_VALUE, (const char *)value, vlen))
+    if (!sg_h1_head_add_field(h, (const char *)name, nlen, (const char *)value, vlen))
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* too large: reset the stream */
-    h->field_open = false;
     return 0;
 }
 

@@ -196,14 +196,11 @@ static bool value_ok(struct sg_str v)
 /* Field names are lower-case tokens (RFC 9113 8.2.1, RFC 9110 5.1). */
 static bool name_ok(struct sg_str n)
 {
-    static const char tchar[] = "!#$%&'*+-.^_`|~";
-    if (n.len == 0)
+    if (!sg_h1_token(n))
         return false;
-    for (size_t i = 0; i < n.len; i++) {
-        char c = n.p[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || (c && strchr(tchar, c))))
+    for (size_t i = 0; i < n.len; i++)
+        if (n.p[i] >= 'A' && n.p[i] <= 'Z')
             return false;
-    }
     return true;
 }
 

@@ -70,11 +70,8 @@ static int on_header(nghttp2_session *ngh, const nghttp2_frame *frame, const uin
         sg_h2_head_field(&st->head, name, namelen, value, valuelen);
         return 0;
     }
-    struct sg_h1_head *t = &st->trailers;
-    if (!sg_h1_head_append(t, SG_H1_FIELD, (const char *)name, namelen) ||
-        !sg_h1_head_append(t, SG_H1_VALUE, (const char *)value, valuelen))
+    if (!sg_h1_head_add_field(&st->trailers, (const char *)name, namelen, (const char *)value, valuelen))
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-    t->field_open = false;
     return 0;
 }
 

@@ -103,6 +103,19 @@ static void test_malformed_heads(void **state)
     expect_malformed(nopath, NULL, sg_h2_err_pseudo_missing);
     expect_malformed(rel, NULL, sg_h2_err_path);
     expect_malformed(high, NULL, sg_h2_err_path); /* not visible ASCII: no HTTP/1.1 target */
+    /* field names: lower-case tokens (RFC 9113 8.2.1) */
+    static const struct field upper[] = { { "X-Upper", "1" }, { NULL, NULL } };
+    static const struct field space[] = { { "x a", "1" }, { NULL, NULL } };
+    static const struct field paren[] = { { "x(a)", "1" }, { NULL, NULL } };
+    expect_malformed(base, upper, sg_h2_err_field_value);
+    expect_malformed(base, space, sg_h2_err_field_value);
+    expect_malformed(base, paren, sg_h2_err_field_value);
+    static const struct field tchars[] = { { "x-a_b.c!#$%&'*+^`|~09", "1" }, { NULL, NULL } };
+    struct sg_h2_head h;
+    struct sg_request req;
+    int status = 0;
+    assert_int_equal(run(&h, base, tchars, true, &req, &status), SG_H2_REQUEST);
+    sg_h2_head_free(&h);
 }
 
 static void test_answered_heads(void **state)
