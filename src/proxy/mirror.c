@@ -112,6 +112,18 @@ static void count_outcome(struct sg_worker *w, const struct sg_shadow *sh)
     sg_metrics_add(w->metrics, id, 1);
 }
 
+/* Writes a shadow's access-log line: what every shadow line has in
+ * common is filled in here, the rest by the caller. */
+static void log_shadow(struct sg_worker *w, struct sg_access_entry *e, const char *route, const char *upstream)
+{
+    e->protocol = SG_STR_LIT("HTTP/1.1");
+    e->route = sg_str_c(route);
+    e->upstream = sg_str_c(upstream);
+    e->shadow = true;
+    sg_access_log_format(w->access_log, e);
+    sg_worker_log_commit(w);
+}
+
 /* A shadow refused before it existed (over the in-flight budget, or a
  * declared body over max_body_bytes): counted and logged like any dropped
  * shadow, without allocating, copying or timing anything. Under a slow
@@ -128,16 +140,11 @@ static void drop_early(struct sg_worker *w, struct sg_wsnap *snap, const struct 
         .request_id = r->forward->request_id,
         .method = r->method,
         .path = r->target,
-        .protocol = SG_STR_LIT("HTTP/1.1"),
-        .route = sg_str_c(r->route->name),
-        .upstream = sg_str_c(r->mirror->upstream->name),
         .client = r->forward->client_addr,
-        .shadow = true,
         .outcome = SG_STR_LIT("dropped"),
         .reason = sg_str_c(reason),
     };
-    sg_access_log_format(w->access_log, &e);
-    sg_worker_log_commit(w);
+    log_shadow(w, &e, r->route->name, r->mirror->upstream->name);
 }
 
 static void log_line(struct sg_shadow *sh)
@@ -148,21 +155,16 @@ static void log_line(struct sg_shadow *sh)
         .request_id = sh->request_id,
         .method = sh->method,
         .path = sh->target,
-        .protocol = SG_STR_LIT("HTTP/1.1"),
         .status = sh->status,
         .duration_ms = (double)(sg_mono_us() - sh->start_mono_us) / 1000.0,
-        .route = sg_str_c(sh->route->name),
-        .upstream = sg_str_c(sh->m->upstream->name),
         .bytes_in = sh->body_in,
         .bytes_out = sh->bytes_out,
         .client = sh->client,
         .error = sg_str_c(sh->error),
-        .shadow = true,
         .outcome = sg_str_c(outcome),
         .reason = sg_str_c(sh->drop_reason),
     };
-    sg_access_log_format(sh->w->access_log, &e);
-    sg_worker_log_commit(sh->w);
+    log_shadow(sh->w, &e, sh->route->name, sh->m->upstream->name);
 }
 
 /* ---- the byte budget ------------------------------------------------------ */

@@ -588,7 +588,9 @@ def test_in_flight_budget_holds_under_a_burst():
         for x in lines:
             if x.get("reason") == "overloaded":
                 check(x.get("request_id") and x.get("path", "").startswith("/") and
-                      x.get("outcome") == "dropped" and x.get("shadow") is True,
+                      x.get("outcome") == "dropped" and x.get("shadow") is True and
+                      x.get("route") == "burst" and x.get("upstream") == "stuck" and
+                      x.get("protocol") == "HTTP/1.1",
                       "an overloaded shadow's log line names its request: %r" % x)
 
 
