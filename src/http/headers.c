@@ -154,10 +154,54 @@ bool sg_request_id_valid(struct sg_str id)
 /* RFC 9110 7.6.1: a proxy must remove every field the Connection header
  * names (they are hop-by-hop options of the previous hop), looking at every
  * Connection field line, not only the first. */
-static bool connection_names(const struct sg_headers *in, struct sg_str name)
+/* RFC 9110 7.6.1: the field names a message's Connection fields list are
+ * dropped with them. Asked for every other field of the message, so the
+ * names are gathered once; those already hop-by-hop (keep-alive, upgrade)
+ * are dropped anyway and not kept. Past CONN_OPTS_MAX names the fields
+ * are scanned again for every question. */
+#define CONN_OPTS_MAX 8
+struct conn_opts {
+    const struct sg_headers *rescan; /* set when there were too many names */
+    size_t n;
+    struct sg_str v[CONN_OPTS_MAX];
+};
+
+static bool is_connection(struct sg_str name)
 {
-    for (size_t i = 0; i < in->n; i++)
-        if (sg_str_ieq_c(in->v[i].name, "connection") && sg_header_list_has(in->v[i].value, name))
+    return name.len == 10 && sg_str_ieq(name, SG_STR_LIT("connection"));
+}
+
+static void conn_opts_init(struct conn_opts *c, const struct sg_headers *in)
+{
+    c->rescan = NULL;
+    c->n = 0;
+    for (size_t i = 0; i < in->n; i++) {
+        if (!is_connection(in->v[i].name))
+            continue;
+        struct sg_str rest = in->v[i].value, elem;
+        while (list_next(&rest, &elem)) {
+            struct sg_str name = element_token(elem);
+            if (name.len == 0 || sg_header_is_hop_by_hop(name))
+                continue;
+            if (c->n == CONN_OPTS_MAX) {
+                c->rescan = in;
+                return;
+            }
+            c->v[c->n++] = name;
+        }
+    }
+}
+
+static bool connection_names(const struct conn_opts *c, struct sg_str name)
+{
+    if (c->rescan) {
+        for (size_t i = 0; i < c->rescan->n; i++)
+            if (is_connection(c->rescan->v[i].name) && sg_header_list_has(c->rescan->v[i].value, name))
+                return true;
+        return false;
+    }
+    for (size_t i = 0; i < c->n; i++)
+        if (sg_str_ieq(c->v[i], name))
             return true;
     return false;
 }
@@ -198,12 +242,12 @@ static bool edited_out(const struct sg_header_edits *e, struct sg_str name)
  * written by the caller from the rewritten target and the real framing;
  * Expect (RFC 9110 10.1.1) is answered by the proxy itself; x-request-id is
  * replaced so the primary, every shadow and the log agree on it. */
-static bool request_field_dropped(const struct sg_headers *in, const struct sg_header *f,
+static bool request_field_dropped(const struct conn_opts *c, const struct sg_header *f,
                                   const struct sg_header_edits *e)
 {
     return sg_header_is_hop_by_hop(f->name) || sg_str_ieq_c(f->name, "host") ||
            sg_str_ieq_c(f->name, "content-length") || sg_str_ieq_c(f->name, "expect") ||
-           sg_str_ieq_c(f->name, "x-request-id") || connection_names(in, f->name) || edited_out(e, f->name);
+           sg_str_ieq_c(f->name, "x-request-id") || connection_names(c, f->name) || edited_out(e, f->name);
 }
 
 /* RFC 9110 10.1.4: TE is hop-by-hop, but "trailers" tells the next hop the
@@ -219,13 +263,13 @@ static bool te_wants_trailers(const struct sg_headers *in)
 /* x-forwarded-for: the client's list (every surviving field line, joined
  * as RFC 9110 5.3 allows) followed by the address we received it from. The
  * joined value only lives for the emit call. */
-static void emit_xff(const struct sg_headers *in, const struct sg_forward_request_opts *o, sg_header_emit_fn emit,
-                     void *ctx)
+static void emit_xff(const struct sg_headers *in, const struct conn_opts *c, const struct sg_forward_request_opts *o,
+                     sg_header_emit_fn emit, void *ctx)
 {
     size_t total = o->client_addr.len, parts = o->client_addr.len ? 1 : 0;
     for (size_t i = 0; i < in->n; i++) {
         const struct sg_header *f = &in->v[i];
-        if (sg_str_ieq_c(f->name, "x-forwarded-for") && !request_field_dropped(in, f, o->edits) &&
+        if (sg_str_ieq_c(f->name, "x-forwarded-for") && !request_field_dropped(c, f, o->edits) &&
             trim_ows(f->value).len) {
             total += trim_ows(f->value).len;
             parts++;
@@ -246,7 +290,7 @@ static void emit_xff(const struct sg_headers *in, const struct sg_forward_reques
     for (size_t i = 0; i < in->n; i++) {
         const struct sg_header *f = &in->v[i];
         struct sg_str v = trim_ows(f->value);
-        if (!sg_str_ieq_c(f->name, "x-forwarded-for") || request_field_dropped(in, f, o->edits) || !v.len)
+        if (!sg_str_ieq_c(f->name, "x-forwarded-for") || request_field_dropped(c, f, o->edits) || !v.len)
             continue;
         if (len) {
             memcpy(buf + len, ", ", 2);
@@ -268,10 +312,10 @@ static void emit_xff(const struct sg_headers *in, const struct sg_forward_reques
         free(buf);
 }
 
-static bool client_sent_xfp(const struct sg_headers *in, const struct sg_header_edits *e)
+static bool client_sent_xfp(const struct sg_headers *in, const struct conn_opts *c, const struct sg_header_edits *e)
 {
     for (size_t i = 0; i < in->n; i++)
-        if (sg_str_ieq_c(in->v[i].name, "x-forwarded-proto") && !request_field_dropped(in, &in->v[i], e))
+        if (sg_str_ieq_c(in->v[i].name, "x-forwarded-proto") && !request_field_dropped(c, &in->v[i], e))
             return true;
     return false;
 }
@@ -314,12 +358,12 @@ static void emit_set(const struct sg_header_edits *e, sg_header_emit_fn emit, vo
  * the real scheme); ours is added only when absent. An operator `set` of
  * x-forwarded-for/-proto replaces ours; `remove` of x-forwarded-for drops
  * only the client's part of the chain: the contract adds our hop always. */
-static void emit_proxy_fields(const struct sg_headers *in, const struct sg_forward_request_opts *o,
-                              sg_header_emit_fn emit, void *ctx)
+static void emit_proxy_fields(const struct sg_headers *in, const struct conn_opts *c,
+                              const struct sg_forward_request_opts *o, sg_header_emit_fn emit, void *ctx)
 {
     if (!edits_set(o->edits, SG_STR_LIT("x-forwarded-for")))
-        emit_xff(in, o, emit, ctx);
-    if (!edits_set(o->edits, SG_STR_LIT("x-forwarded-proto")) && !client_sent_xfp(in, o->edits) && o->proto.len)
+        emit_xff(in, c, o, emit, ctx);
+    if (!edits_set(o->edits, SG_STR_LIT("x-forwarded-proto")) && !client_sent_xfp(in, c, o->edits) && o->proto.len)
         emit(ctx, SG_STR_LIT("x-forwarded-proto"), o->proto);
     if (o->request_id.len)
         emit(ctx, SG_STR_LIT("x-request-id"), o->request_id);
@@ -332,13 +376,15 @@ static void emit_proxy_fields(const struct sg_headers *in, const struct sg_forwa
 void sg_headers_forward_request(const struct sg_headers *in, const struct sg_forward_request_opts *o,
                                 sg_header_emit_fn emit, void *ctx)
 {
+    struct conn_opts c;
+    conn_opts_init(&c, in);
     for (size_t i = 0; i < in->n; i++) {
         const struct sg_header *f = &in->v[i];
-        if (sg_str_ieq_c(f->name, "x-forwarded-for") || request_field_dropped(in, f, o->edits))
+        if (sg_str_ieq_c(f->name, "x-forwarded-for") || request_field_dropped(&c, f, o->edits))
             continue;
         emit(ctx, f->name, f->value);
     }
-    emit_proxy_fields(in, o, emit, ctx);
+    emit_proxy_fields(in, &c, o, emit, ctx);
     emit_set(o->edits, emit, ctx);
 }
 
@@ -347,10 +393,12 @@ void sg_headers_forward_request(const struct sg_headers *in, const struct sg_for
 void sg_headers_forward_response(const struct sg_headers *in, const struct sg_header_edits *edits, bool upgrade,
                                  sg_header_emit_fn emit, void *ctx)
 {
+    struct conn_opts c;
+    conn_opts_init(&c, in);
     for (size_t i = 0; i < in->n; i++) {
         const struct sg_header *f = &in->v[i];
         if (sg_header_is_hop_by_hop(f->name) || sg_str_ieq_c(f->name, "content-length") ||
-            connection_names(in, f->name) || edited_out(edits, f->name))
+            connection_names(&c, f->name) || edited_out(edits, f->name))
             continue;
         emit(ctx, f->name, f->value);
     }

@@ -197,6 +197,35 @@ static void test_forward_connection_named(void **state)
     sg_headers_free(&h);
 }
 
+/* The names are gathered once per message, at most eight of them; past
+ * that every field is checked against the Connection lines again. Both
+ * ways must drop the same fields, in requests and responses. */
+static void test_forward_connection_many(void **state)
+{
+    (void)state;
+    for (int names = 1; names <= 12; names++) {
+        struct sg_headers h;
+        sg_headers_init(&h);
+        char list[256] = "keep-alive";
+        size_t len = strlen(list);
+        static char field[12][8];
+        for (int i = 0; i < names; i++) {
+            snprintf(field[i], sizeof field[i], "X-N%d", i);
+            len += (size_t)snprintf(list + len, sizeof list - len, ", x-n%d;p=1", i);
+        }
+        add(&h, "Connection", list);
+        for (int i = names - 1; i >= 0; i--)
+            add(&h, field[i], "named");
+        add(&h, "X-N99", "kept");
+        add(&h, "Keep-Alive", "timeout=5");
+        struct sg_forward_request_opts o = default_opts();
+        struct out out;
+        assert_string_equal(forward(&h, &o, &out), "X-N99: kept\n" PROXY_TAIL);
+        assert_string_equal(forward_resp(&h, NULL, false, &out), "X-N99: kept\n");
+        sg_headers_free(&h);
+    }
+}
+
 static void test_forward_te_trailers(void **state)
 {
     (void)state;
@@ -435,6 +464,7 @@ int main(void)
         cmocka_unit_test(test_request_id_valid),
         cmocka_unit_test(test_forward_hop_by_hop),
         cmocka_unit_test(test_forward_connection_named),
+        cmocka_unit_test(test_forward_connection_many),
         cmocka_unit_test(test_forward_te_trailers),
         cmocka_unit_test(test_forward_xff),
         cmocka_unit_test(test_forward_xfp),
