@@ -485,16 +485,13 @@ void sg_h2c_begin(struct sg_h2c_stream *st, struct sg_h2c_sess *s, const struct 
     event_del(s->idle_timer);
 }
 
-/* Field names go lower-case on the wire (RFC 9113 8.2.1); pairs are kept
- * as name\0value\0 until they become an nghttp2_nv list. */
+/* Pairs are kept as name\0value\0 until they become an nghttp2_nv list.
+ * Field names go lower-case on the wire (RFC 9113 8.2.1): nghttp2 folds
+ * them as it copies the list at submit (nghttp2_nv_array_copy). */
 static void emit_pair(void *ctx, struct sg_str name, struct sg_str value)
 {
     struct evbuffer *b = ctx;
-    for (size_t i = 0; i < name.len; i++) {
-        char c = name.p[i];
-        c = (char)(c >= 'A' && c <= 'Z' ? c + 32 : c);
-        evbuffer_add(b, &c, 1);
-    }
+    evbuffer_add(b, name.p, name.len);
     evbuffer_add(b, "", 1);
     evbuffer_add(b, value.p, value.len);
     evbuffer_add(b, "", 1);

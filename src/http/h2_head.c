@@ -75,7 +75,7 @@ void sg_h2_thread_exit(void)
         free(block_cache.v[--block_cache.n]);
 }
 
-char *sg_h2_arena_copy(struct sg_h2_arena *a, const void *p, size_t n, bool lower)
+char *sg_h2_arena_copy(struct sg_h2_arena *a, const void *p, size_t n)
 {
     struct sg_h2_block *b = a->blocks;
     if (!b || b->cap - b->used < n + 1) {
@@ -91,9 +91,6 @@ char *sg_h2_arena_copy(struct sg_h2_arena *a, const void *p, size_t n, bool lowe
     char *out = b->data + b->used;
     if (n)
         memcpy(out, p, n);
-    if (lower)
-        for (size_t i = 0; i < n; i++)
-            out[i] = sg_ascii_lower(out[i]);
     out[n] = '\0'; /* nghttp2 does not need it; debugging does */
     b->used += n + 1;
     return out;
@@ -122,32 +119,63 @@ void sg_h2_nv_free(struct sg_h2_nvlist *l)
     sg_h2_nv_init(l);
 }
 
-void sg_h2_nv_add(struct sg_h2_nvlist *l, struct sg_str name, struct sg_str value)
+static nghttp2_nv *nv_slot(struct sg_h2_nvlist *l)
 {
     if (l->failed)
-        return;
+        return NULL;
     if (l->n == l->cap) {
         size_t cap = l->cap ? l->cap * 2 : 16;
         nghttp2_nv *v = sg_mem_realloc(l->v, cap * sizeof *v);
         if (!v) {
             l->failed = true;
-            return;
+            return NULL;
         }
         l->v = v;
         l->cap = cap;
     }
-    char *n = sg_h2_arena_copy(&l->mem, name.p, name.len, true);
-    char *v = sg_h2_arena_copy(&l->mem, value.p, value.len, false);
+    return &l->v[l->n];
+}
+
+void sg_h2_nv_ref(struct sg_h2_nvlist *l, struct sg_str name, struct sg_str value)
+{
+    nghttp2_nv *nv = nv_slot(l);
+    if (!nv)
+        return;
+    *nv = (nghttp2_nv){ (uint8_t *)(uintptr_t)name.p, (uint8_t *)(uintptr_t)value.p, name.len, value.len,
+                        NGHTTP2_NV_FLAG_NONE };
+    l->n++;
+}
+
+void sg_h2_nv_add(struct sg_h2_nvlist *l, struct sg_str name, struct sg_str value)
+{
+    if (l->failed)
+        return;
+    char *n = sg_h2_arena_copy(&l->mem, name.p, name.len);
+    char *v = sg_h2_arena_copy(&l->mem, value.p, value.len);
     if (!n || !v) {
         l->failed = true;
         return;
     }
-    l->v[l->n++] = (nghttp2_nv){ (uint8_t *)n, (uint8_t *)v, name.len, value.len, NGHTTP2_NV_FLAG_NONE };
+    sg_h2_nv_ref(l, (struct sg_str){ n, name.len }, (struct sg_str){ v, value.len });
 }
 
-void sg_h2_nv_emit(void *ctx, struct sg_str name, struct sg_str value)
+void sg_h2_nv_num(struct sg_h2_nvlist *l, struct sg_str name, uint64_t value)
 {
-    sg_h2_nv_add(ctx, name, value);
+    char buf[24];
+    size_t n = sg_fmt_u64(buf, value, 10);
+    if (sizeof l->num - l->num_used < n) {
+        sg_h2_nv_add(l, name, (struct sg_str){ buf, n });
+        return;
+    }
+    char *p = l->num + l->num_used;
+    memcpy(p, buf, n);
+    l->num_used += n;
+    sg_h2_nv_ref(l, name, (struct sg_str){ p, n });
+}
+
+void sg_h2_nv_emit_ref(void *ctx, struct sg_str name, struct sg_str value)
+{
+    sg_h2_nv_ref(ctx, name, value);
 }
 
 void sg_h2_nv_add_trailers(struct sg_h2_nvlist *l, const struct sg_headers *trailers)
@@ -206,7 +234,7 @@ static bool name_ok(struct sg_str n)
 
 static char *copy(struct sg_h2_head *h, struct sg_str s)
 {
-    char *p = sg_h2_arena_copy(&h->mem, s.p, s.len, false);
+    char *p = sg_h2_arena_copy(&h->mem, s.p, s.len);
     if (!p)
         malformed(h, sg_h2_err_nomem);
     return p;
@@ -350,7 +378,7 @@ static bool join_cookies(struct sg_h2_head *h)
             out++; /* its value is replaced below */
     }
     h->fields.n = out;
-    char *joined = sg_h2_arena_copy(&h->mem, buf, len, false);
+    char *joined = sg_h2_arena_copy(&h->mem, buf, len);
     free(buf);
     if (!joined)
         return false;

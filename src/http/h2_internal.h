@@ -23,25 +23,36 @@ struct sg_h2_arena {
     struct sg_h2_block *blocks;
 };
 
-/* NULL on allocation failure. `lower` folds ASCII letters (field names). */
-char *sg_h2_arena_copy(struct sg_h2_arena *a, const void *p, size_t n, bool lower);
+/* NULL on allocation failure. */
+char *sg_h2_arena_copy(struct sg_h2_arena *a, const void *p, size_t n);
 void sg_h2_arena_free(struct sg_h2_arena *a);
 
-/* ---- outgoing field lists (response heads, 1xx, trailers) -------------- */
+/* ---- outgoing field lists (response heads, 1xx, trailers) --------------
+ * Names go in as they came (an HTTP/1.1 upstream's "Content-Type"):
+ * nghttp2 copies every list it is given at submit time and lower-cases
+ * the names as it copies (nghttp2_nv_array_copy), which RFC 9113 8.2.1
+ * asks for. So a list only has to stay valid until the submit call. */
 struct sg_h2_nvlist {
     nghttp2_nv *v;
     size_t n, cap;
     struct sg_h2_arena mem;
+    char num[40]; /* digits of :status and content-length */
+    size_t num_used;
     bool failed; /* an allocation failed: do not submit */
 };
 
 void sg_h2_nv_init(struct sg_h2_nvlist *l);
 void sg_h2_nv_free(struct sg_h2_nvlist *l);
-/* Copies both; names are lower-cased (RFC 9113 8.2.1). */
+/* Copies both into the list (for a list kept past the caller's data). */
 void sg_h2_nv_add(struct sg_h2_nvlist *l, struct sg_str name, struct sg_str value);
-/* An sg_header_emit_fn for sg_headers_forward_response(); ctx is the list. */
-void sg_h2_nv_emit(void *ctx, struct sg_str name, struct sg_str value);
-/* Adds the end-to-end fields of a trailer section: framing and
+/* Points at both: they must outlive the submit call. */
+void sg_h2_nv_ref(struct sg_h2_nvlist *l, struct sg_str name, struct sg_str value);
+/* A decimal value; `name` must outlive the submit call. */
+void sg_h2_nv_num(struct sg_h2_nvlist *l, struct sg_str name, uint64_t value);
+/* An sg_header_emit_fn for sg_headers_forward_response(); ctx is the
+ * list, and the fields are referenced (sg_h2_nv_ref), not copied. */
+void sg_h2_nv_emit_ref(void *ctx, struct sg_str name, struct sg_str value);
+/* Adds (copies) the end-to-end fields of a trailer section: framing and
  * hop-by-hop fields never belong in trailers (RFC 9110 6.5.1). */
 void sg_h2_nv_add_trailers(struct sg_h2_nvlist *l, const struct sg_headers *trailers);
 

@@ -216,16 +216,12 @@ static void stream_window(struct h2s_stream *st)
 
 static void nv_status(struct sg_h2_nvlist *nv, int status)
 {
-    char buf[24];
-    size_t n = sg_fmt_u64(buf, status > 0 ? (uint64_t)status : 0, 10);
-    sg_h2_nv_add(nv, SG_STR_LIT(":status"), (struct sg_str){ buf, n });
+    sg_h2_nv_num(nv, SG_STR_LIT(":status"), status > 0 ? (uint64_t)status : 0);
 }
 
 static void nv_length(struct sg_h2_nvlist *nv, int64_t len)
 {
-    char buf[24];
-    size_t n = sg_fmt_u64(buf, len > 0 ? (uint64_t)len : 0, 10);
-    sg_h2_nv_add(nv, SG_STR_LIT("content-length"), (struct sg_str){ buf, n });
+    sg_h2_nv_num(nv, SG_STR_LIT("content-length"), len > 0 ? (uint64_t)len : 0);
 }
 
 /* DATA frames come from the stream's evbuffer. An empty buffer before the
@@ -286,7 +282,7 @@ static void stream_answer(struct h2s_stream *st, int status, const char *text)
     struct sg_h2_nvlist nv;
     sg_h2_nv_init(&nv);
     nv_status(&nv, status);
-    sg_h2_nv_add(&nv, SG_STR_LIT("content-type"), SG_STR_LIT("text/plain; charset=utf-8"));
+    sg_h2_nv_ref(&nv, SG_STR_LIT("content-type"), SG_STR_LIT("text/plain; charset=utf-8"));
     nv_length(&nv, (int64_t)len);
     st->no_body = st->req.head_method;
     if (!st->no_body)
@@ -306,7 +302,7 @@ static void send_interim(struct h2s_stream *st, int status, const struct sg_head
     sg_h2_nv_init(&nv);
     nv_status(&nv, status);
     if (h)
-        sg_headers_forward_response(h, NULL, false, sg_h2_nv_emit, &nv);
+        sg_headers_forward_response(h, NULL, false, sg_h2_nv_emit_ref, &nv);
     if (!nv.failed)
         nghttp2_submit_headers(st->c->ngh, NGHTTP2_FLAG_NONE, st->id, NULL, nv.v, nv.n, NULL);
     sg_h2_nv_free(&nv);
@@ -340,8 +336,9 @@ static void ds_head(void *ds, int status, const struct sg_headers *h, const stru
     sg_h2_nv_init(&nv);
     nv_status(&nv, status);
     /* Drops hop-by-hop and Connection-named fields (8.2.2), applies the
-     * route's response_headers; names are lower-cased by the list. */
-    sg_headers_forward_response(h, edits, false, sg_h2_nv_emit, &nv);
+     * route's response_headers; nghttp2 lower-cases the names as it
+     * copies the list. */
+    sg_headers_forward_response(h, edits, false, sg_h2_nv_emit_ref, &nv);
     if (content_length >= 0 && status != 204)
         nv_length(&nv, content_length);
     submit_response(st, &nv);

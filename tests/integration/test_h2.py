@@ -459,14 +459,20 @@ def test_request_limits():
 def test_response_trailers_and_interim():
     up = Upstream("up")
     with Proxy(h2_config(up)) as p, H2Client(p.addr()) as c:
-        behave = {"body_bytes": 1000, "framing": "chunked",
-                  "trailers": {"grpc-status": "0", "grpc-message": "ok"}}
+        # The HTTP/1.1 upstream writes names in mixed case; on HTTP/2 they must be lower case
+        # (RFC 9113 8.2.1) in the head, the trailers and interim responses alike.
+        behave = {"body_bytes": 1000, "framing": "chunked", "headers": {"X-Mixed-Case": "Value-Kept"},
+                  "trailers": {"Grpc-Status": "0", "grpc-message": "ok"}}
         st = c.get("/api/t", [("te", "trailers"), ("x-behave", json.dumps(behave))])
         eq(st.status, 200, "status")
         eq(len(st.data), 1000, "body bytes")
         eq(dict(st.trailers or ()), {b"grpc-status": b"0", b"grpc-message": b"ok"}, "trailers")
+        eq(st.header(b"x-mixed-case"), b"Value-Kept", "mixed-case field from the upstream")
+        eq(st.header(b"content-type"), b"application/octet-stream", "content-type")
+        eq([k for k, _ in st.headers if k != k.lower()], [], "upper-case letters in response field names")
         st = c.get("/api/i", [("x-behave", json.dumps({"interim": [103]}))])
         eq([dict(h)[b":status"] for h in st.interim], [b"103"], "interim responses")
+        eq(dict(st.interim[0]).get(b"link"), b"</style.css>; rel=preload", "the 103's Link field")
         eq(st.status, 200, "final status after 103")
 
 
