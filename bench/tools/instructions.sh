@@ -10,6 +10,7 @@
 # measured requests (h2load --h1 -c64, or h2load -c16 -m10 for h2c), and prints the total
 # instructions divided by the requests. Needs valgrind, nginx and h2load (nghttp2-client).
 # Ports 18180-18181 on 127.0.0.1. Every process it starts is stopped by PID.
+# INSTR_KEEP=FILE keeps the callgrind dump there (for callgrind_annotate --inclusive=yes FILE).
 set -euo pipefail
 
 KIND="${1:-h1}"
@@ -75,6 +76,7 @@ for f in "$TMP"/cg.out.*; do
     if (( s > size )); then dump="$f" size="$s"; fi
 done
 callgrind_annotate "$dump" > "$TMP/annotate.out" 2>/dev/null
+[[ -n "${INSTR_KEEP:-}" ]] && cp "$dump" "$INSTR_KEEP"
 total="$(awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1; exit}' "$TMP/annotate.out")"
 [[ -n "$done_n" && "$done_n" -gt 0 && -n "$total" ]] || { echo "$0: no measurement" >&2; exit 1; }
 echo "$KIND: $done_n requests, $total instructions, $((total / done_n)) per request ($BIN)"
