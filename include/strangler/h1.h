@@ -115,10 +115,15 @@ const char *sg_h1_scan(struct sg_h1_scan *sc, const char *p, size_t n);
 /* RFC 9110 5.6.2 token (field names, methods). */
 bool sg_h1_token(struct sg_str s);
 
-/* Every field name a token, every value free of control characters other
- * than HTAB (RFC 9110 5.5). Works on a finished head; returns why not, or
- * NULL. Used for request heads and trailers, and for response heads and
- * trailers from upstreams. */
+/* The field rule llhttp leaves to us: a name is never empty (RFC 9110
+ * 5.6.2: a token has one byte at least). llhttp itself, strict and with no
+ * lenient flag set (none is, anywhere), rejects a name byte outside tchar
+ * and a control byte other than HTAB in a value (RFC 9110 5.5) before the
+ * field reaches us; test_h1_head pins that for every byte in requests,
+ * responses and both kinds of trailers, so an llhttp that stopped doing
+ * it fails the tests. Works on a finished head parsed by llhttp; returns
+ * why not, or NULL. Used for request heads and trailers, and for response
+ * heads and trailers from upstreams. */
 const char *sg_h1_fields_problem(const struct sg_h1_head *h);
 
 /* RFC 9110 7.2 / RFC 3986 3.2.2: `host [":" port]` where host is a reg-name

@@ -321,36 +321,13 @@ bool sg_h1_token(struct sg_str s)
     return true;
 }
 
-/* No control characters other than HTAB. Eight bytes at a time while no
- * byte is below 0x20 or 0x7f (HTAB included: a word holding one is
- * looked at byte by byte). */
-static bool value_ok(struct sg_str v)
-{
-    const unsigned char *p = (const unsigned char *)v.p;
-    size_t i = 0;
-    for (; i + 8 <= v.len; i += 8) {
-        uint64_t x, del;
-        memcpy(&x, p + i, 8);
-        del = x ^ 0x7f7f7f7f7f7f7f7full;
-        if ((((x - 0x2020202020202020ull) & ~x) | ((del - 0x0101010101010101ull) & ~del)) &
-            0x8080808080808080ull)
-            break;
-    }
-    for (; i < v.len; i++)
-        if ((p[i] < 0x20 && p[i] != '\t') || p[i] == 0x7f)
-            return false;
-    return true;
-}
-
+/* Checking names and values byte by byte again cost 1,300 instructions
+ * of about 26,000 per proxied request (see the declaration in h1.h). */
 const char *sg_h1_fields_problem(const struct sg_h1_head *h)
 {
-    for (size_t i = 0; i < h->headers.n; i++) {
-        const struct sg_header *f = &h->headers.v[i];
-        if (!sg_h1_token(f->name))
+    for (size_t i = 0; i < h->headers.n; i++)
+        if (h->headers.v[i].name.len == 0)
             return "invalid header field name\n";
-        if (!value_ok(f->value))
-            return "control character in a header field value\n";
-    }
     return NULL;
 }
 
