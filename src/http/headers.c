@@ -223,7 +223,7 @@ static bool edits_remove(const struct sg_header_edits *e, struct sg_str name)
  * not take the original field out either. */
 static bool edits_set(const struct sg_header_edits *e, struct sg_str name)
 {
-    if (!e || sg_header_name_reserved(name))
+    if (!e || e->n_set == 0 || sg_header_name_reserved(name))
         return false;
     for (size_t i = 0; i < e->n_set; i++)
         if (sg_str_ieq_c(name, e->set[i].name))
