@@ -41,4 +41,10 @@ void sg_io_thread_leave(void);
  * thread that did not enter. */
 void sg_io_autoflush(struct bufferevent *bev);
 
+/* bufferevent_enable() for the events not enabled yet: libevent re-adds an
+ * event that is already on (an event_add each time), which a connection
+ * reused from the pool paid on every request. For bufferevents without
+ * timeouts set (re-adding would restart those). */
+void sg_io_enable(struct bufferevent *bev, short what);
+
 #endif

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "strangler/io.h"
 #include "strangler/pool.h"
 
 /* Above this much unsent request data the client side stops reading. */
@@ -241,7 +242,7 @@ void sg_h1c_begin(struct sg_h1c *c, struct sg_uconn *uc, const struct sg_h1c_own
         sg_wbuf_content_length(wb, (uint64_t)r->content_length);
     bufferevent_setcb(uc->bev, h1c_read_cb, h1c_write_cb, h1c_event_cb, c);
     bufferevent_setwatermark(uc->bev, EV_WRITE, H1C_OUT_LOW, 0);
-    bufferevent_enable(uc->bev, EV_READ | EV_WRITE);
+    sg_io_enable(uc->bev, EV_READ | EV_WRITE);
 }
 
 struct evbuffer *sg_h1c_output(struct sg_h1c *c)

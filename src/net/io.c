@@ -234,6 +234,13 @@ void sg_io_autoflush(struct bufferevent *bev)
     }
 }
 
+void sg_io_enable(struct bufferevent *bev, short what)
+{
+    short missing = (short)(what & ~bufferevent_get_enabled(bev));
+    if (missing)
+        bufferevent_enable(bev, missing);
+}
+
 int sg_io_thread_enter(struct event_base *base)
 {
     struct flushq *q = calloc(1, sizeof *q);

@@ -375,7 +375,7 @@ static void uconn_to_idle(struct sg_uconn *c)
     /* Watch the idle socket: the peer closing it, or the idle timeout. */
     bufferevent_setcb(c->bev, idle_read_cb, NULL, idle_event_cb, c);
     uconn_timer(c, p->idle_timeout_ms);
-    bufferevent_enable(c->bev, EV_READ);
+    sg_io_enable(c->bev, EV_READ);
 }
 
 static void idle_drop(struct sg_uconn *c)
