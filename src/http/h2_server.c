@@ -695,22 +695,49 @@ static void conn_close(struct sg_h2s *c)
 }
 
 /* Moves frames from nghttp2 to the socket while below OUT_HIGH. */
+/* nghttp2 hands out about one frame per mem_send call, and every
+ * evbuffer_add runs the output buffer's callbacks (libevent's and the
+ * write-through's): frames are gathered in a per-thread buffer and added
+ * in one piece; a frame that does not fit in it is added by itself. */
+#define SEND_STAGE (16u * 1024u)
+static _Thread_local uint8_t send_stage[SEND_STAGE];
+
 static bool conn_send(struct sg_h2s *c)
 {
     struct evbuffer *o = conn_out(c);
-    while (evbuffer_get_length(o) < OUT_HIGH) {
+    size_t queued = evbuffer_get_length(o), staged = 0;
+    bool ok = true;
+    while (ok && queued + staged < OUT_HIGH) {
         const uint8_t *data;
         ssize_t n = nghttp2_session_mem_send(c->ngh, &data);
         if (n < 0) {
             sg_debug("h2 client %s: send: %s", c->client, nghttp2_strerror((int)n));
-            return false;
-        }
-        if (n == 0)
+            ok = false;
+        } else if (n == 0) {
             break;
-        if (evbuffer_add(o, data, (size_t)n) != 0)
-            return false;
+        } else if ((size_t)n <= SEND_STAGE - staged) {
+            memcpy(send_stage + staged, data, (size_t)n);
+            staged += (size_t)n;
+        } else {
+            /* What was staged goes first, then this frame by itself or
+             * staged afresh. */
+            ok = staged == 0 || evbuffer_add(o, send_stage, staged) == 0;
+            queued += staged;
+            staged = 0;
+            if (ok && (size_t)n > SEND_STAGE) {
+                ok = evbuffer_add(o, data, (size_t)n) == 0;
+                queued += (size_t)n;
+            } else if (ok) {
+                memcpy(send_stage, data, (size_t)n);
+                staged = (size_t)n;
+            }
+        }
     }
-    return true;
+    /* Frames nghttp2 has handed out are sent even after an error (a
+     * GOAWAY among them). */
+    if (staged && evbuffer_add(o, send_stage, staged) != 0)
+        ok = false;
+    return ok;
 }
 
 /* Feeds input to nghttp2, a contiguous piece at a time, while the output

@@ -294,6 +294,22 @@ def test_curl_big_responses():
             eq(hashlib.sha256(body).hexdigest(), pattern_sha(n), "sha256 of the %s response" % framing)
 
 
+def test_many_mid_size_responses_on_one_connection():
+    """Responses of 1-15 KiB on concurrent streams: the proxy gathers nghttp2's frames in a
+    16 KiB buffer before they are queued, so frames that fit, frames that must go after what is
+    gathered and frames larger than the buffer all occur; every body must arrive whole."""
+    up = Upstream("up")
+    with Proxy(h2_config(up)) as p, H2Client(p.addr()) as c:
+        sizes = [1000 + 1500 * (i % 10) for i in range(40)]
+        sids = [c.request("GET", "/api/m%d" % i, [("x-behave", json.dumps({"body_bytes": n}))])
+                for i, n in enumerate(sizes)]
+        for sid, n in zip(sids, sizes):
+            st = c.wait_done(sid)
+            eq(st.status, 200, "status of a %d-byte response" % n)
+            eq(len(st.data), n, "bytes of a %d-byte response" % n)
+            eq(hashlib.sha256(bytes(st.data)).hexdigest(), pattern_sha(n), "sha256 of a %d-byte response" % n)
+
+
 def test_curl_head_and_404():
     up = Upstream("up")
     with Proxy(h2_config(up)) as p:
