@@ -4,6 +4,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include <cmocka.h>
 
@@ -201,6 +202,55 @@ static void test_scan(void **state)
     assert_null(scan("GET /a/b/c?d=e HTTP/1.1\r\nHost: a\r\nX-Name: v a l u e\t\x80\xff\r\n\r\n"));
 }
 
+/* Every byte at 20 positions of a request target, a field name and a field
+ * value (inside and at the ends of the runs of plain bytes the scanner
+ * skips in one step): the verdict the per-byte rules say. */
+static void test_scan_every_byte(void **state)
+{
+    (void)state;
+    char msg[256];
+    for (unsigned c = 0; c < 256; c++) {
+        for (size_t at = 0; at < 20; at++) {
+            char run[21];
+            memset(run, 'a', 20);
+            run[20] = '\0';
+            run[at] = (char)c;
+            /* Target: SP (a third), controls, DEL, CR and LF are refused. */
+            bool bad = c <= 0x20 || c == 0x7f;
+            snprintf(msg, sizeof msg, "GET /%s HTTP/1.1\r\nHost: a\r\n\r\n", run);
+            if (c && (scan_pieces(msg, SIZE_MAX) != NULL) != bad)
+                fail_msg("byte 0x%02x at %zu of a target", c, at);
+            /* Name (after its first byte): SP, HTAB, CR, LF and NUL are
+             * refused; a colon ends it early, which is fine. */
+            bad = c == ' ' || c == '\t' || c == '\r' || c == '\n';
+            snprintf(msg, sizeof msg, "GET / HTTP/1.1\r\nX%s: v\r\n\r\n", run);
+            if (c && (scan_pieces(msg, SIZE_MAX) != NULL) != bad)
+                fail_msg("byte 0x%02x at %zu of a name", c, at);
+            /* Value: CR, LF and NUL are refused. */
+            bad = c == '\r' || c == '\n';
+            snprintf(msg, sizeof msg, "GET / HTTP/1.1\r\nX: v%s\r\n\r\n", run);
+            if (c && (scan_pieces(msg, SIZE_MAX) != NULL) != bad)
+                fail_msg("byte 0x%02x at %zu of a value", c, at);
+        }
+    }
+    /* NUL (which snprintf cannot carry) in each part, at each position. */
+    const char *tpl[] = { "GET /aaaaaaaaaaaaaaaaaaaa HTTP/1.1\r\nHost: a\r\n\r\n",
+                          "GET / HTTP/1.1\r\nXaaaaaaaaaaaaaaaaaaaa: v\r\n\r\n",
+                          "GET / HTTP/1.1\r\nX: vaaaaaaaaaaaaaaaaaaaa\r\n\r\n" };
+    for (size_t t = 0; t < 3; t++) {
+        const char *a = strchr(tpl[t], 'a');
+        for (size_t at = 0; at < 20; at++) {
+            size_t len = strlen(tpl[t]);
+            memcpy(msg, tpl[t], len);
+            msg[(size_t)(a - tpl[t]) + at] = '\0';
+            struct sg_h1_scan sc;
+            sg_h1_scan_reset(&sc);
+            if (!sg_h1_scan(&sc, msg, len))
+                fail_msg("NUL at %zu of template %zu accepted", at, t);
+        }
+    }
+}
+
 static const char *fields_problem(const char *name, const char *value)
 {
     struct sg_h1_head h;
@@ -346,6 +396,7 @@ int main(void)
         cmocka_unit_test(test_serialisers),
         cmocka_unit_test(test_authority),
         cmocka_unit_test(test_scan),
+        cmocka_unit_test(test_scan_every_byte),
         cmocka_unit_test(test_token),
         cmocka_unit_test(test_fields_problem),
         cmocka_unit_test(test_llhttp_field_bytes),
