@@ -13,7 +13,6 @@
 #include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <event2/event_struct.h>
-#include <llhttp.h>
 #include <netinet/tcp.h>
 #include <openssl/ssl.h>
 #include <stdio.h>
@@ -25,6 +24,7 @@
 #include "strangler/deadline.h"
 #include "strangler/exchange.h"
 #include "strangler/h1.h"
+#include "strangler/h1_reader.h"
 #include "strangler/h2_server.h"
 #include "strangler/io.h"
 #include "strangler/log.h"
@@ -40,7 +40,7 @@ enum h1s_state { ST_IDLE, ST_HEAD, ST_BODY, ST_WAIT, ST_TUNNEL };
 
 struct sg_h1s {
     /* What a parked connection keeps (see park()): every member up to
-     * `parser`, and nothing else may be touched on a parked one. */
+     * `rd`, and nothing else may be touched on a parked one. */
     struct sg_worker *w;
     struct sg_listener_rt *l;
     struct bufferevent *bev;
@@ -48,29 +48,21 @@ struct sg_h1s {
     enum h1s_state state;
     int parked_fd; /* >= 0 while parked: no bufferevent, the timer watches the socket */
     bool closed, handed_off; /* handed_off: socket given to h2_server.c */
-    bool parked; /* this is the small copy: only the members above `parser` exist */
+    bool parked; /* this is the small copy: only the members above `rd` exist */
     uint64_t idle_left_ms; /* of the idle timeout, once parked */
     struct event timer;
     struct sg_h1s *prev_conn, *next_conn;
     char client[INET6_ADDRSTRLEN];
     /* ---- the rest exists while the connection is not parked */
-    llhttp_t parser;
-    struct sg_h1_head head;
-    struct sg_h1_head *trailers; /* of a chunked request body; made when the first one arrives */
-    struct sg_request req;
-    int reject; /* status decided inside a parser callback */
-    const char *reject_text;
+    struct sg_h1_reader rd; /* the request side: parser, head, checks (h1_reader.h) */
     bool keep_alive, closing, in_parse, read_paused, http10;
     bool proto_known; /* HTTP/1.1 vs h2c decided */
     bool resp_chunked, resp_no_body;
-    struct sg_h1_scan scan; /* raw-byte checks on the head (h1.h) */
-    bool end_pending; /* chunked request complete, its last line not checked yet */
-    char last_byte; /* of the previous input piece */
     bool park_armed; /* the timer parks the connection rather than ending it */
     struct sg_deadline deadline; /* of `timer`, kept lazily (deadline.h) */
 };
 
-#define H1S_PARKED_SIZE offsetof(struct sg_h1s, parser)
+#define H1S_PARKED_SIZE offsetof(struct sg_h1s, rd)
 
 /* A keep-alive connection idle this long gives its bufferevent back (about
  * 900 bytes with its two buffers) and its request-side state, and waits as
@@ -162,7 +154,7 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
     }
     /* A partial head gets 408 (slowloris); a connection that never sent
      * a byte is simply closed, as nginx does. */
-    bool partial = s->scan.line_len > 0 || s->scan.seen_line;
+    bool partial = sg_h1_reader_partial(&s->rd);
     if (s->state == ST_HEAD && partial && !s->closing)
         h1s_respond_error(s, 408, "request head not received in time\n");
     else if (s->state == ST_IDLE || s->state == ST_HEAD)
@@ -174,236 +166,94 @@ static const struct sg_limits *limits(struct sg_h1s *s)
     return &s->w->snap->cfg->limits;
 }
 
-/* ---- parser callbacks ---------------------------------------------------- */
+/* ---- the request side (h1_reader.h) ------------------------------------- */
 
-static struct sg_h1s *conn_of(llhttp_t *p)
+static void rd_begin(void *owner)
 {
-    return p->data;
-}
-
-static int append(llhttp_t *p, enum sg_h1_part part, const char *at, size_t n)
-{
-    struct sg_h1s *s = conn_of(p);
-    /* Fields after the body are the trailer section (chunked requests). */
-    struct sg_h1_head *h = &s->head;
-    if (s->state == ST_BODY && part >= SG_H1_FIELD) {
-        if (!s->trailers && (s->trailers = malloc(sizeof *s->trailers)) != NULL)
-            sg_h1_head_init(s->trailers, s->head.max);
-        h = s->trailers;
-    }
-    if (h && sg_h1_head_append(h, part, at, n))
-        return 0;
-    /* RFC 9110 15.5.15: a target longer than we parse is 414. */
-    s->reject = part == SG_H1_URL ? 414 : 431;
-    s->reject_text = part == SG_H1_URL ? "request target too long\n" : "request head too large\n";
-    return -1;
-}
-
-static int on_method(llhttp_t *p, const char *at, size_t n) { return append(p, SG_H1_METHOD, at, n); }
-static int on_url(llhttp_t *p, const char *at, size_t n) { return append(p, SG_H1_URL, at, n); }
-static int on_field(llhttp_t *p, const char *at, size_t n) { return append(p, SG_H1_FIELD, at, n); }
-static int on_value(llhttp_t *p, const char *at, size_t n) { return append(p, SG_H1_VALUE, at, n); }
-
-static int on_value_complete(llhttp_t *p)
-{
-    struct sg_h1s *s = conn_of(p);
-    s->head.field_open = false;
-    if (s->trailers)
-        s->trailers->field_open = false;
-    return 0;
-}
-
-static int on_message_begin(llhttp_t *p)
-{
-    struct sg_h1s *s = conn_of(p);
+    struct sg_h1s *s = owner;
     if (s->state == ST_IDLE) {
         s->state = ST_HEAD;
         arm_timer(s, limits(s)->header_timeout_ms);
     }
-    sg_h1_head_reset(&s->head);
-    if (s->trailers)
-        sg_h1_head_reset(s->trailers);
-    return 0;
-}
-
-static int reject(struct sg_h1s *s, int status, const char *text)
-{
-    s->reject = status;
-    s->reject_text = text;
-    return -1;
-}
-
-/* The checks beyond llhttp (version, CONNECT, fields, target, Host,
- * transfer codings) live in h1_head.c: sg_h1_request_check. */
-static int build_request(struct sg_h1s *s, llhttp_t *p)
-{
-    const struct sg_headers *h = &s->head.headers;
-    struct sg_h1_target t;
-    const char *why = NULL;
-    int status = sg_h1_request_check(&s->head, p, &t, &why);
-    if (status)
-        return reject(s, status, why);
-    memset(&s->req, 0, sizeof s->req);
-    s->http10 = t.http10;
-    s->req.method = s->head.s_method;
-    s->req.target = t.target;
-    s->req.path = t.path;
-    s->req.query = t.query;
-    s->req.host = t.host;
-    s->req.content_length = t.content_length;
-    s->req.protocol = s->http10 ? SG_STR_LIT("HTTP/1.0") : SG_STR_LIT("HTTP/1.1");
-    s->req.client_addr = sg_str_c(s->client);
-    s->req.scheme = s->l->tls ? SG_STR_LIT("https") : SG_STR_LIT("http");
-    s->req.headers = h;
-    s->req.head_method = p->method == HTTP_HEAD;
-    const struct sg_header *expect = sg_headers_get(h, SG_STR_LIT("expect"));
-    s->req.expect_continue = expect && sg_str_ieq_c(expect->value, "100-continue") && !s->http10;
-    const struct sg_header *up = sg_headers_get(h, SG_STR_LIT("upgrade"));
-    s->req.upgrade = p->upgrade && up && sg_header_list_has(up->value, SG_STR_LIT("websocket"));
-    return 0;
 }
 
 static const struct sg_downstream_ops h1s_ops;
 
-static int on_headers_complete(llhttp_t *p)
+static bool rd_head(void *owner, struct sg_request *req)
 {
-    struct sg_h1s *s = conn_of(p);
+    struct sg_h1s *s = owner;
     arm_timer(s, 0);
-    if (!sg_h1_head_finish(&s->head))
-        return reject(s, 500, "out of memory\n");
-    s->http10 = p->http_major == 1 && p->http_minor == 0;
-    if (build_request(s, p) < 0)
-        return -1;
-    if (!s->req.upgrade)
-        p->upgrade = 0; /* only websocket is tunnelled; other upgrades are plain requests */
-    s->keep_alive = llhttp_should_keep_alive(p) && !s->req.upgrade;
+    s->http10 = s->rd.http10;
+    s->keep_alive = s->rd.keep_alive;
+    req->client_addr = sg_str_c(s->client);
+    req->scheme = s->l->tls ? SG_STR_LIT("https") : SG_STR_LIT("http");
     s->state = ST_BODY;
-    s->ex = sg_exchange_new(s->w, &h1s_ops, s, &s->req);
-    if (!s->ex)
-        return reject(s, 500, "out of memory\n");
+    s->ex = sg_exchange_new(s->w, &h1s_ops, s, req);
+    if (!s->ex) {
+        sg_h1_reader_reject(&s->rd, 500, "out of memory\n");
+        return false;
+    }
     sg_exchange_start(s->ex);
-    return 0;
+    return true;
 }
 
-static int on_body(llhttp_t *p, const char *at, size_t n)
+static void rd_body(void *owner, const char *p, size_t n)
 {
-    struct sg_h1s *s = conn_of(p);
+    struct sg_h1s *s = owner;
     if (s->ex)
-        sg_exchange_request_body(s->ex, at, n);
-    return 0;
+        sg_exchange_request_body(s->ex, p, n);
 }
 
 /* The request is complete (and its trailers, if any, are valid). */
-static void message_done(struct sg_h1s *s)
+static void rd_end(void *owner, const struct sg_headers *trailers)
 {
+    struct sg_h1s *s = owner;
     if (s->state == ST_BODY)
         s->state = ST_WAIT;
-    if (s->ex) {
-        bool trailers = s->trailers && s->trailers->n_fields && sg_h1_head_finish(s->trailers);
-        sg_exchange_request_end(s->ex, trailers ? &s->trailers->headers : NULL);
-    } else if (!s->closing && !s->closed && s->state == ST_WAIT)
+    if (s->ex)
+        sg_exchange_request_end(s->ex, trailers);
+    else if (!s->closing && !s->closed && s->state == ST_WAIT)
         go_idle(s); /* answered already */
 }
 
-/* Stop after each request: the next one is parsed once this one's
- * response is complete, which keeps pipelined answers in order. A chunked
- * request ends in parse_chunk, which first checks what llhttp does not:
- * the last line's CRLF and the trailer fields. */
-static int on_message_complete(llhttp_t *p)
+/* A bad request: the exchange answers it if there is one (its head was
+ * accepted), else the connection does; either way the connection ends. A
+ * chunked request refused at its end is complete, not still arriving. */
+static void rd_refuse(void *owner, int status, const char *why, enum sg_h1_refusal where)
 {
-    struct sg_h1s *s = conn_of(p);
-    if (p->flags & F_CHUNKED)
-        s->end_pending = true;
-    else
-        message_done(s);
-    return HPE_PAUSED;
+    struct sg_h1s *s = owner;
+    sg_debug("client %s: bad request: %d %s", s->client, status, why);
+    s->http10 = s->rd.http10;
+    if (where == SG_H1_BAD_END && s->state == ST_BODY)
+        s->state = ST_WAIT;
+    h1s_respond_error(s, status, why);
 }
 
-static const llhttp_settings_t h1s_settings = {
-    .on_message_begin = on_message_begin,
-    .on_method = on_method,
-    .on_url = on_url,
-    .on_header_field = on_field,
-    .on_header_value = on_value,
-    .on_header_value_complete = on_value_complete,
-    .on_headers_complete = on_headers_complete,
-    .on_body = on_body,
-    .on_message_complete = on_message_complete,
+static const struct sg_h1_reader_ops h1s_reader_ops = {
+    .begin = rd_begin,
+    .head = rd_head,
+    .body = rd_body,
+    .end = rd_end,
+    .refuse = rd_refuse,
 };
 
 /* ---- input --------------------------------------------------------------- */
 
-static void parse_error(struct sg_h1s *s, llhttp_errno_t err)
-{
-    if (s->ex) {
-        /* Broken framing inside a body: the exchange cannot complete. */
-        sg_exchange_reject(s->ex, 400, "malformed request body\n");
-        return;
-    }
-    if (s->reject) {
-        h1s_respond_error(s, s->reject, s->reject_text);
-        return;
-    }
-    sg_debug("client %s: bad request: %s", s->client, llhttp_errno_name(err));
-    int status = sg_h1_parse_error_status(&s->parser, err);
-    h1s_respond_error(s, status, status == 505 ? "HTTP version not supported\n" : "malformed request\n");
-}
-
-/* llhttp accepts a bare LF as the end of a chunked body's last line
- * ("0\r\n\n"), and trailer fields with an empty name: refused here, before
- * the upstream sees the end of the request (RFC 9112 7.1, 2.2). */
-static void chunked_end(struct sg_h1s *s, char before_lf)
-{
-    s->end_pending = false;
-    const char *bad = before_lf != '\r' ? "bare LF at the end of a chunked body\n" : NULL;
-    if (!bad && s->trailers && s->trailers->n_fields)
-        bad = sg_h1_head_finish(s->trailers) ? sg_h1_fields_problem(s->trailers) : "out of memory\n";
-    if (!bad) {
-        message_done(s);
-        return;
-    }
-    if (s->state == ST_BODY)
-        s->state = ST_WAIT;
-    if (s->ex)
-        sg_exchange_reject(s->ex, 400, bad);
-    else
-        h1s_respond_error(s, 400, bad);
-}
-
+/* One contiguous piece of the input through the reader. False when
+ * parsing stops here: a request is complete (its response goes first), or
+ * the connection is ending. */
 static bool parse_chunk(struct sg_h1s *s, struct evbuffer *in)
 {
     struct evbuffer_iovec v;
     if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
         return false;
-    const char *data = v.iov_base;
-    size_t len = v.iov_len;
-    const char *problem = s->scan.head_end ? NULL : sg_h1_scan(&s->scan, data, len);
-    if (problem) {
-        h1s_respond_error(s, 400, problem);
-        return false;
-    }
-    llhttp_errno_t err = llhttp_execute(&s->parser, data, len);
-    size_t used = len;
-    if (err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE) {
-        used = (size_t)(llhttp_get_error_pos(&s->parser) - data);
-        char before = used >= 2 ? data[used - 2] : s->last_byte;
-        s->last_byte = used ? data[used - 1] : s->last_byte;
-        evbuffer_drain(in, used);
-        if (err == HPE_PAUSED)
-            llhttp_resume(&s->parser);
-        if (s->end_pending)
-            chunked_end(s, before);
-        return false; /* message complete: wait for its response */
-    }
-    if (len)
-        s->last_byte = data[len - 1];
-    if (err != HPE_OK) {
-        evbuffer_drain(in, len);
-        parse_error(s, err);
-        return false;
-    }
+    enum sg_h1_read res;
+    size_t used = sg_h1_reader_feed(&s->rd, v.iov_base, v.iov_len, &res);
+    /* The bytes go before anything is said about them: an error or the
+     * end of a chunked request may close the connection. */
     evbuffer_drain(in, used);
-    return true;
+    sg_h1_reader_settle(&s->rd);
+    return res == SG_H1_READ_MORE;
 }
 
 static void update_read(struct sg_h1s *s)
@@ -532,7 +382,7 @@ static void ds_head(void *ds, int status, const struct sg_headers *h, const stru
     struct sg_h1s *s = ds;
     struct sg_wbuf wb;
     sg_wbuf_init(&wb, out(s));
-    s->resp_no_body = s->req.head_method || status == 204 || status == 304 || status < 200;
+    s->resp_no_body = s->rd.req.head_method || status == 204 || status == 304 || status < 200;
     s->resp_chunked = false;
     if (s->w->draining)
         s->keep_alive = false;
@@ -605,7 +455,7 @@ static void write_local(struct sg_h1s *s, int status, const char *text, bool clo
     if (!s->keep_alive)
         sg_wbuf_add(&wb, "Connection: close\r\n", 19);
     sg_wbuf_add(&wb, "\r\n", 2);
-    if (!s->req.head_method)
+    if (!s->rd.req.head_method)
         sg_wbuf_add(&wb, text, n);
     sg_wbuf_flush(&wb);
 }
@@ -651,20 +501,10 @@ static void ds_abort(void *ds)
     close_after_flush(s);
 }
 
-static void free_trailers(struct sg_h1s *s)
-{
-    if (s->trailers) {
-        sg_h1_head_free(s->trailers);
-        free(s->trailers);
-        s->trailers = NULL;
-    }
-}
-
 static void go_idle(struct sg_h1s *s)
 {
     s->state = ST_IDLE;
-    sg_h1_scan_reset(&s->scan);
-    free_trailers(s);
+    sg_h1_reader_next(&s->rd);
     /* Parking needs the socket itself: not under TLS. 0 = no idle timeout. */
     uint64_t idle = limits(s)->idle_timeout_ms;
     s->park_armed = !s->l->tls && (idle == 0 || idle > PARK_AFTER_MS);
@@ -672,7 +512,7 @@ static void go_idle(struct sg_h1s *s)
      * hold no head memory while they wait. A connection that will park
      * keeps it until then, for the next request of a busy client. */
     if (!s->park_armed)
-        sg_h1_head_release(&s->head);
+        sg_h1_head_release(&s->rd.head);
     s->idle_left_ms = s->park_armed && idle ? idle - PARK_AFTER_MS : idle;
     arm_timer(s, s->park_armed ? PARK_AFTER_MS : idle);
     /* Pipelined input may already be here: parse it on the next turn, not
@@ -742,8 +582,7 @@ static void h1s_free(void *arg)
         free(s);
         return;
     }
-    sg_h1_head_free(&s->head);
-    free_trailers(s);
+    sg_h1_reader_free(&s->rd);
     free(s);
 }
 
@@ -829,9 +668,7 @@ static void attach_bev(struct sg_h1s *s)
  * leaves it. */
 static void init_request_side(struct sg_h1s *s)
 {
-    sg_h1_head_init(&s->head, limits(s)->max_header_bytes);
-    llhttp_init(&s->parser, HTTP_REQUEST, &h1s_settings);
-    s->parser.data = s;
+    sg_h1_reader_init(&s->rd, limits(s)->max_header_bytes, &h1s_reader_ops, s);
 }
 
 /* `to` (a copy of `from`'s first members) takes `from`'s place on the
@@ -957,7 +794,7 @@ void sg_h1s_drain_all(struct sg_worker *w)
 {
     for (struct sg_h1s *s = w->conns, *next; s; s = next) {
         next = s->next_conn;
-        if ((s->state == ST_IDLE || (s->state == ST_HEAD && s->head.wire == 0)) && !s->ex)
+        if ((s->state == ST_IDLE || (s->state == ST_HEAD && s->rd.head.wire == 0)) && !s->ex)
             h1s_close(s);
     }
 }
