@@ -283,24 +283,25 @@ struct pin {
     unsigned fields, bad;
 };
 
+static int pin_add(char *buf, size_t cap, size_t *len, const char *at, size_t n)
+{
+    if (*len + n > cap)
+        return -1;
+    memcpy(buf + *len, at, n);
+    *len += n;
+    return 0;
+}
+
 static int pin_name(llhttp_t *p, const char *at, size_t n)
 {
     struct pin *pn = p->data;
-    if (pn->nlen + n > sizeof pn->name)
-        return -1;
-    memcpy(pn->name + pn->nlen, at, n);
-    pn->nlen += n;
-    return 0;
+    return pin_add(pn->name, sizeof pn->name, &pn->nlen, at, n);
 }
 
 static int pin_value(llhttp_t *p, const char *at, size_t n)
 {
     struct pin *pn = p->data;
-    if (pn->vlen + n > sizeof pn->value)
-        return -1;
-    memcpy(pn->value + pn->vlen, at, n);
-    pn->vlen += n;
-    return 0;
+    return pin_add(pn->value, sizeof pn->value, &pn->vlen, at, n);
 }
 
 static bool tchar(unsigned char c)
