@@ -75,7 +75,6 @@ struct sg_h1_reader {
     enum sg_h1_read result; /* of the last feed, for settle */
     llhttp_errno_t err;
     bool in_body; /* the head was accepted */
-    bool scan_failed; /* the raw-byte scan refused the head */
     bool end_pending; /* chunked request complete, its last line not checked yet */
     bool http10, keep_alive;
     char last_byte; /* of the previous piece */

@@ -74,7 +74,6 @@ static int on_headers_complete(llhttp_t *p)
     const struct sg_headers *h = &r->head.headers;
     struct sg_request *req = &r->req;
     memset(req, 0, sizeof *req);
-    r->http10 = t.http10;
     req->method = r->head.s_method;
     req->target = t.target;
     req->path = t.path;
@@ -181,11 +180,11 @@ size_t sg_h1_reader_feed(struct sg_h1_reader *r, const char *p, size_t n, enum s
 {
     r->reject = 0;
     r->reject_text = NULL;
-    r->scan_failed = false;
+    /* The scan only runs on a head (before in_body), so settle reports
+     * this as a rejected head. */
     const char *problem = r->scan.head_end ? NULL : sg_h1_scan(&r->scan, p, n);
     if (problem) {
         sg_h1_reader_reject(r, 400, problem);
-        r->scan_failed = true;
         *res = r->result = SG_H1_READ_FAILED;
         return 0;
     }
@@ -229,9 +228,7 @@ void sg_h1_reader_settle(struct sg_h1_reader *r)
             chunked_end(r);
         break;
     case SG_H1_READ_FAILED:
-        if (r->scan_failed)
-            r->ops->refuse(r->owner, r->reject, r->reject_text, SG_H1_BAD_HEAD);
-        else if (r->in_body) /* broken framing inside a body */
+        if (r->in_body) /* broken framing inside a body */
             r->ops->refuse(r->owner, 400, "malformed request body\n", SG_H1_BAD_BODY);
         else if (r->reject)
             r->ops->refuse(r->owner, r->reject, r->reject_text, SG_H1_BAD_HEAD);

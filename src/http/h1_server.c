@@ -55,7 +55,7 @@ struct sg_h1s {
     char client[INET6_ADDRSTRLEN];
     /* ---- the rest exists while the connection is not parked */
     struct sg_h1_reader rd; /* the request side: parser, head, checks (h1_reader.h) */
-    bool keep_alive, closing, in_parse, read_paused, http10;
+    bool keep_alive, closing, in_parse, read_paused;
     bool proto_known; /* HTTP/1.1 vs h2c decided */
     bool resp_chunked, resp_no_body;
     bool park_armed; /* the timer parks the connection rather than ending it */
@@ -183,7 +183,6 @@ static bool rd_head(void *owner, struct sg_request *req)
 {
     struct sg_h1s *s = owner;
     arm_timer(s, 0);
-    s->http10 = s->rd.http10;
     s->keep_alive = s->rd.keep_alive;
     req->client_addr = sg_str_c(s->client);
     req->scheme = s->l->tls ? SG_STR_LIT("https") : SG_STR_LIT("http");
@@ -223,7 +222,6 @@ static void rd_refuse(void *owner, int status, const char *why, enum sg_h1_refus
 {
     struct sg_h1s *s = owner;
     sg_debug("client %s: bad request: %d %s", s->client, status, why);
-    s->http10 = s->rd.http10;
     if (where == SG_H1_BAD_END && s->state == ST_BODY)
         s->state = ST_WAIT;
     h1s_respond_error(s, status, why);
@@ -366,7 +364,7 @@ static void ds_expect_continue(void *ds)
 static void ds_interim(void *ds, int status, const struct sg_headers *h)
 {
     struct sg_h1s *s = ds;
-    if (s->http10)
+    if (s->rd.http10)
         return;
     struct sg_wbuf wb;
     sg_wbuf_init(&wb, out(s));
@@ -395,7 +393,7 @@ static void ds_head(void *ds, int status, const struct sg_headers *h, const stru
             sg_wbuf_content_length(&wb, (uint64_t)content_length);
     } else if (content_length >= 0) {
         sg_wbuf_content_length(&wb, (uint64_t)content_length);
-    } else if (!s->http10) {
+    } else if (!s->rd.http10) {
         sg_wbuf_add(&wb, "Transfer-Encoding: chunked\r\n", 28);
         s->resp_chunked = true;
     } else {
@@ -404,7 +402,7 @@ static void ds_head(void *ds, int status, const struct sg_headers *h, const stru
     if (!upgrade) {
         if (!s->keep_alive)
             sg_wbuf_add(&wb, "Connection: close\r\n", 19);
-        else if (s->http10)
+        else if (s->rd.http10)
             sg_wbuf_add(&wb, "Connection: keep-alive\r\n", 24);
     }
     sg_wbuf_add(&wb, "\r\n", 2);

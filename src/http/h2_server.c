@@ -694,7 +694,6 @@ static void conn_close(struct sg_h2s *c)
     sg_worker_defer(w, conn_free, c);
 }
 
-/* Moves frames from nghttp2 to the socket while below OUT_HIGH. */
 /* nghttp2 hands out about one frame per mem_send call, and every
  * evbuffer_add runs the output buffer's callbacks (libevent's and the
  * write-through's): frames are gathered in a per-thread buffer and added
@@ -702,6 +701,7 @@ static void conn_close(struct sg_h2s *c)
 #define SEND_STAGE (16u * 1024u)
 static _Thread_local uint8_t send_stage[SEND_STAGE];
 
+/* Moves frames from nghttp2 to the socket while below OUT_HIGH. */
 static bool conn_send(struct sg_h2s *c)
 {
     struct evbuffer *o = conn_out(c);

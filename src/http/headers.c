@@ -153,12 +153,10 @@ bool sg_request_id_valid(struct sg_str id)
 
 /* RFC 9110 7.6.1: a proxy must remove every field the Connection header
  * names (they are hop-by-hop options of the previous hop), looking at every
- * Connection field line, not only the first. */
-/* RFC 9110 7.6.1: the field names a message's Connection fields list are
- * dropped with them. Asked for every other field of the message, so the
- * names are gathered once; those already hop-by-hop (keep-alive, upgrade)
- * are dropped anyway and not kept. Past CONN_OPTS_MAX names the fields
- * are scanned again for every question. */
+ * Connection field line, not only the first. Asked for every other field
+ * of the message, so the names are gathered once; those already hop-by-hop
+ * (keep-alive, upgrade) are dropped anyway and not kept. Past
+ * CONN_OPTS_MAX names the fields are scanned again for every question. */
 #define CONN_OPTS_MAX 8
 struct conn_opts {
     const struct sg_headers *rescan; /* set when there were too many names */
