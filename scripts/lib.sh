@@ -27,9 +27,10 @@ SG_BUILD_PACKAGES=(
 # Tools the integration tests and the demo run. python3-yaml: the deploy
 # tests (tests/deploy) parse the configs and the Helm chart's output. clang:
 # the libFuzzer targets (scripts/fuzz, scripts/test's fuzz pass).
+# nghttp2-server: nghttpd, an HTTP/2 upstream in test_h2_upstream.py.
 SG_TOOL_PACKAGES=(
-    curl python3 python3-h2 python3-websockets nghttp2-client ca-certificates openssl
-    python3-yaml clang
+    curl python3 python3-h2 python3-websockets nghttp2-client nghttp2-server ca-certificates
+    openssl python3-yaml clang
 )
 
 sg_log() { printf '==> %s\n' "$*" >&2; }

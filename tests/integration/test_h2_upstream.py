@@ -317,8 +317,15 @@ def test_nghttpd_upstream_large_body_and_h2load():
     s.close()
     ng = spawn(["nghttpd", "--no-tls", "--trailer=grpc-status: 0", "-d", d, str(port)],
                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    def listening():
+        # Without nghttpd, connecting in a loop to a free port can end in a TCP self-connect
+        # that looks like a listener: ask the process first.
+        check(ng.poll() is None, "nghttpd exited with %s (package nghttp2-server)" % ng.returncode)
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", port)) == 0
+
     try:
-        wait_until(lambda: socket.socket().connect_ex(("127.0.0.1", port)) == 0, timeout=5)
+        check(wait_until(listening, timeout=5), "nghttpd listening on %d" % port)
         with Proxy(route_cfg("127.0.0.1:%d" % port)) as px:
             r = request(px.addr(), "GET", "/big.bin")
             eq((r.status, hashlib.sha256(r.body).hexdigest()), (200, hashlib.sha256(blob).hexdigest()),
