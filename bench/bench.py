@@ -214,6 +214,7 @@ class Bench:
     def __init__(self, args):
         self.args = args
         self.procs = Procs()
+        self.strangler_io = set()  # what strangler's start-up lines said of its socket I/O
         self.tmp = tempfile.mkdtemp(prefix="strangler-bench.")
         n = os.cpu_count() or 1
         if n >= 3:
@@ -257,8 +258,9 @@ class Bench:
             ready = os.path.join(self.tmp, "ready")
             if os.path.exists(ready):
                 os.unlink(ready)
+            # info: the start-up line says how the workers do socket I/O (io_uring or not).
             argv = [self.args.strangler, "-c", os.path.join(CONF, "strangler", conf + ".yaml"),
-                    "--ready-file", ready, "--log-level", "warn"]
+                    "--ready-file", ready, "--log-level", "info"]
         elif proxy == "nginx":
             prefix = os.path.join(self.tmp, "nginx")
             os.makedirs(os.path.join(prefix, "tmp"), exist_ok=True)
@@ -286,7 +288,21 @@ class Bench:
                 self.procs.stop(p)
                 raise RuntimeError("%s did not start (config %s), see %s" % (proxy, conf, log))
         time.sleep(0.2)  # let nginx/nghttpx workers settle after the master bound the port
+        if proxy == "strangler":
+            self.note_strangler_io(log)
         return p
+
+    def note_strangler_io(self, log):
+        """Remembers what strangler's start-up line says of its socket I/O, for the report."""
+        end = time.monotonic() + 2
+        while time.monotonic() < end:
+            with open(log, errors="replace") as f:  # appended to by every start: all of them
+                modes = re.findall(r"socket I/O: (.*)$", f.read(), re.M)
+            if modes:
+                self.strangler_io.update(m.strip() for m in modes)
+                return
+            time.sleep(0.05)
+        self.strangler_io.add("? (no start-up line)")
 
     # load -------------------------------------------------------------------------------
     def run_wrk(self, seconds, conns=64):
@@ -499,6 +515,7 @@ def build_report(args, meta, runs, scenarios):
       % (args.rounds, args.duration, args.warmup))
     w("versions: %s" % "; ".join("%s %s" % kv for kv in meta["versions"].items()))
     w("strangler built from: %s" % meta.get("source", "?"))
+    w("strangler socket I/O: %s" % (" / ".join(sorted(meta.get("strangler_io") or ["?"]))))
     medians = {}
     for scen in scenarios:
         kind, _, proxies, desc = SCENARIOS[scen]
@@ -747,6 +764,7 @@ def main():
                         ", ".join("%s=%s" % (k, fmt(v, ".4g") if isinstance(v, float) else v)
                                   for k, v in row.items()
                                   if k not in ("round", "scenario", "proxy"))))
+        meta["strangler_io"] = sorted(b.strangler_io)
         text, medians, targets = build_report(args, meta, runs, scenarios)
         os.makedirs(args.out, exist_ok=True)
         with open(os.path.join(args.out, stem + ".txt"), "w") as f:

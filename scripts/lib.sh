@@ -22,7 +22,7 @@ SG_PYTHON=/usr/bin/python3
 # is listed explicitly for --no-install-recommends installs.
 SG_BUILD_PACKAGES=(
     cmake make gcc libc6-dev pkg-config
-    libevent-dev libnghttp2-dev libssl-dev libyaml-dev libjansson-dev libcmocka-dev node-llhttp
+    libevent-dev libnghttp2-dev libssl-dev libyaml-dev libjansson-dev liburing-dev libcmocka-dev node-llhttp
 )
 # Tools the integration tests and the demo run. python3-yaml: the deploy
 # tests (tests/deploy) parse the configs and the Helm chart's output. clang:

@@ -13,6 +13,7 @@
 #include "strangler/compare.h"
 #include "strangler/config.h"
 #include "strangler/health.h"
+#include "strangler/io.h"
 #include "strangler/listen.h"
 #include "strangler/log.h"
 #include "strangler/mem.h"
@@ -247,6 +248,17 @@ static int bind_listeners(struct app *a, char **ready, size_t *n_ready)
     return rc;
 }
 
+/* What the workers' sockets go through, for the start-up line. */
+static const char *io_mode(const struct sg_server *srv, char *buf, size_t len)
+{
+    if (!srv->cfg->io_uring)
+        return "plain system calls (io_uring: off)";
+    if (!srv->io_uring_error)
+        return "io_uring";
+    snprintf(buf, len, "plain system calls (io_uring unavailable: %s)", strerror(srv->io_uring_error));
+    return buf;
+}
+
 static int start_workers(struct app *a, const struct options *o, char **ready, size_t *n_ready)
 {
     struct sg_config *cfg = a->srv.cfg;
@@ -261,6 +273,9 @@ static int start_workers(struct app *a, const struct options *o, char **ready, s
     sg_info("admin on %s", bound);
     if (asprintf(&ready[(*n_ready)++], "admin=%s", bound) < 0)
         return -1;
+    /* Once here rather than in every worker: each worker still sets up
+     * its own ring, and says so only if it fails where this did not. */
+    a->srv.io_uring_error = cfg->io_uring ? sg_io_uring_probe() : 0;
     for (size_t i = 0; i < cfg->workers; i++)
         if (sg_worker_start(&a->srv.workers[i]) < 0)
             return -1;
@@ -367,7 +382,9 @@ int main(int argc, char **argv)
      * per interval for the process, whatever the number of workers. */
     a.srv.prober = sg_prober_new(a.base, a.srv.shard);
     sg_prober_update(a.srv.prober, a.srv.cfg);
-    sg_info("strangler %s running with %zu workers", SG_VERSION, a.srv.n_workers);
+    char io[160];
+    sg_info("strangler %s running with %zu workers; socket I/O: %s", SG_VERSION, a.srv.n_workers,
+            io_mode(&a.srv, io, sizeof io));
     event_base_dispatch(a.base);
     for (size_t i = 0; i < a.srv.n_workers; i++)
         sg_worker_join(&a.srv.workers[i]);

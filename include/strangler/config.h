@@ -212,6 +212,7 @@ struct sg_config {
     char *path; /* file it was loaded from */
     uint32_t workers; /* resolved: `auto` -> online CPUs */
     bool workers_auto;
+    bool io_uring; /* io_uring: auto (true, the default) | off */
     struct sg_listener *listeners;
     size_t n_listeners;
     struct sg_mark listeners_mark; /* the top-level listeners key's value */

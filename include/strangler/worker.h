@@ -115,6 +115,7 @@ struct sg_server {
     sg_series_t reload_ok, reload_fail, generation_gauge;
     uint64_t config_hash; /* of the file content last loaded (the watcher skips identical writes) */
     struct sg_prober *prober; /* active health checks, on the main thread (may be NULL) */
+    int io_uring_error; /* why io_uring is not available here (errno), 0 if it is or is off */
 };
 
 /* Loads srv->cfg->path again and, when valid, installs it on every worker

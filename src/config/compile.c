@@ -1,5 +1,5 @@
 /* The top level of the file, and the small blocks that need no file of
- * their own: workers, access_log, limits, shutdown. */
+ * their own: workers, io_uring, access_log, limits, shutdown. */
 #include <string.h>
 #include <unistd.h>
 
@@ -8,7 +8,7 @@
 enum { MAX_WORKERS = 256 };
 
 static const char *const top_keys[] = {
-    "workers", "listeners", "admin", "upstreams", "routes", "access_log", "limits", "shutdown", NULL,
+    "workers", "io_uring", "listeners", "admin", "upstreams", "routes", "access_log", "limits", "shutdown", NULL,
 };
 
 /* `auto` follows the CPUs online now; a container's CPU quota is not seen
@@ -31,6 +31,16 @@ static void compile_workers(struct cfg_ctx *c, const struct cfg_node *root)
         return;
     }
     cfg->workers = (uint32_t)v;
+}
+
+/* auto: the workers batch their socket reads and writes through io_uring
+ * where the kernel allows it (src/net/io.c); off: one system call each. */
+static void compile_io_uring(struct cfg_ctx *c, const struct cfg_node *root)
+{
+    static const char *const names[] = { "auto", "off", NULL };
+    int v;
+    cfg_get_enum(c, root, "io_uring", names, 0, &v);
+    c->cfg->io_uring = v == 0;
 }
 
 static void compile_access_log(struct cfg_ctx *c, const struct cfg_node *root)
@@ -92,6 +102,7 @@ void cfg_compile(struct cfg_ctx *c, const struct cfg_node *root)
     }
     cfg_check_keys(c, root, "at top level", top_keys);
     compile_workers(c, root);
+    compile_io_uring(c, root);
     cfg_compile_listeners(c, root);
     cfg_compile_admin(c, root);
     /* Upstreams first whatever the file's order: routes refer to them. */

@@ -1,13 +1,17 @@
-/* Write-through and direct reads for plaintext socket bufferevents: see
- * include/strangler/io.h. */
+/* Write-through, direct reads and io_uring batches for plaintext socket
+ * bufferevents: see include/strangler/io.h. */
 #include "strangler/io.h"
 
 #include <errno.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
+
+#include <liburing.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -16,17 +20,204 @@
 
 #include "strangler/log.h"
 
-/* The bufferevents written to during this loop turn, each holding a
- * reference so that one freed by its owner meanwhile stays valid (and its
- * socket open) until it is looked at. Two arrays: one is flushed while the
- * other collects what the owners' write callbacks add. */
-struct flushq {
+/* Operations per io_uring_enter; also the ring's size. */
+#define BATCH 64u
+/* Pieces of an output buffer written by one send. An evbuffer_iovec has
+ * struct iovec's layout (event2/buffer.h). */
+#define SEND_IOV 16
+/* One read: at most this much (libevent 2.1 reads at most 4 KiB, after an
+ * ioctl(FIONREAD) to size it). */
+#define READ_MAX (64u * 1024u)
+/* With io_uring, the reads of one turn land side by side in an arena of
+ * this size: up to 8 readable sockets get READ_MAX each, 64 get 8 KiB. */
+#define READ_ARENA (512u * 1024u)
+
+/* Bufferevents gathered during a loop turn, worked through by `ev` at the
+ * end of the turn's callbacks. Each holds a reference, so that one freed by
+ * its owner meanwhile stays valid (and its socket open) until it is looked
+ * at. Two arrays: one is worked through while the other collects what the
+ * owners' callbacks add. */
+struct bevq {
     struct event *ev;
     struct bufferevent **v, **spare;
     size_t n, cap, spare_cap;
 };
 
-static _Thread_local struct flushq *tq;
+struct sendop {
+    struct bufferevent *bev;
+    struct msghdr m;
+    struct evbuffer_iovec v[SEND_IOV];
+};
+
+struct iothread {
+    struct bevq flush; /* output added this turn */
+    struct bevq reads; /* readable this turn; with io_uring only */
+    bool uring;        /* the ring is up and working */
+    bool ring_made;    /* ... or was: it is torn down at the end */
+    struct io_uring ring;
+    int res[BATCH]; /* results of the operations in flight, by index */
+    struct sendop sends[BATCH];
+    struct bufferevent *rbev[BATCH];
+    char *rbuf; /* READ_ARENA with io_uring, READ_MAX without */
+};
+
+static _Thread_local struct iothread *tio;
+
+/* ---- the queues ----------------------------------------------------------- */
+
+static void bevq_push(struct bevq *q, struct bufferevent *bev)
+{
+    if (q->n && q->v[q->n - 1] == bev)
+        return; /* a head is written in several pieces */
+    if (q->n == q->cap) {
+        size_t cap = q->cap ? q->cap * 2 : 64;
+        struct bufferevent **v = realloc(q->v, cap * sizeof *v);
+        if (!v)
+            return; /* libevent's own events still serve it */
+        q->v = v;
+        q->cap = cap;
+    }
+    bufferevent_incref(bev);
+    q->v[q->n++] = bev;
+    if (q->n == 1)
+        event_active(q->ev, EV_WRITE, 0);
+}
+
+/* Hands out what was gathered; the queue collects anew into the spare. */
+static struct bufferevent **bevq_take(struct bevq *q, size_t *n)
+{
+    struct bufferevent **v = q->v;
+    size_t cap = q->cap;
+    *n = q->n;
+    q->v = q->spare;
+    q->cap = q->spare_cap;
+    q->n = 0;
+    q->spare = v;
+    q->spare_cap = cap;
+    return v;
+}
+
+/* Drops the references of what bevq_take handed out. */
+static void bevq_done(struct bufferevent **v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        bufferevent_decref(v[i]);
+}
+
+static int bevq_init(struct bevq *q, struct event_base *base, event_callback_fn cb, void *arg)
+{
+    q->ev = event_new(base, -1, 0, cb, arg);
+    return q->ev ? 0 : -1;
+}
+
+static void bevq_free(struct bevq *q)
+{
+    bevq_done(q->v, q->n);
+    if (q->ev)
+        event_free(q->ev);
+    free(q->v);
+    free(q->spare);
+}
+
+/* ---- io_uring ------------------------------------------------------------- */
+
+/* Every operation is a send or recv with MSG_DONTWAIT on a non-blocking
+ * socket: the kernel completes it while submitting (with -EAGAIN where it
+ * would block, instead of waiting for readiness), so one io_uring_enter
+ * does what a system call per socket did, and by its return every result is
+ * in. Nothing stays in flight across callbacks: the buffers only have to
+ * live for the call. */
+
+/* Everything rests on this: a recv with MSG_DONTWAIT on an empty
+ * socket is answered -EAGAIN by the time io_uring_submit returns. A kernel
+ * that would rather wait for data (or knows no IORING_OP_RECV) is not used. */
+static int ring_completes_at_once(struct io_uring *ring)
+{
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) < 0)
+        return -errno;
+    char byte;
+    struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
+    io_uring_prep_recv(sqe, sv[0], &byte, 1, MSG_DONTWAIT);
+    struct io_uring_cqe *cqe = NULL;
+    int rc = io_uring_submit(ring);
+    if (rc == 1)
+        rc = io_uring_peek_cqe(ring, &cqe) == 0 && cqe->res == -EAGAIN ? 0 : -EOPNOTSUPP;
+    else if (rc >= 0)
+        rc = -EOPNOTSUPP;
+    if (cqe)
+        io_uring_cqe_seen(ring, cqe);
+    close(sv[0]);
+    close(sv[1]);
+    return rc; /* on failure the caller tears the ring down, which cancels what waits */
+}
+
+static int ring_init(struct io_uring *ring)
+{
+    /* SUBMIT_ALL: one failing operation does not stop the rest; the others
+     * save work in the kernel. Each is a hint that older kernels refuse. */
+    int rc = io_uring_queue_init(BATCH, ring,
+                                 IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN | IORING_SETUP_SINGLE_ISSUER);
+    if (rc == -EINVAL)
+        rc = io_uring_queue_init(BATCH, ring, 0);
+    if (rc < 0)
+        return rc;
+    rc = ring_completes_at_once(ring);
+    if (rc < 0)
+        io_uring_queue_exit(ring);
+    return rc;
+}
+
+int sg_io_uring_probe(void)
+{
+    struct io_uring ring;
+    int rc = ring_init(&ring);
+    if (rc < 0)
+        return -rc;
+    io_uring_queue_exit(&ring);
+    return 0;
+}
+
+/* Submits the k prepared operations and gathers their results into
+ * t->res. A ring that fails in a way that is not transient is given up:
+ * what it did not take is reported as -EAGAIN (nothing done, so libevent's
+ * own events go on), and the thread continues with plain system calls. */
+static void ring_run(struct iothread *t, unsigned k)
+{
+    for (unsigned j = 0; j < k; j++)
+        t->res[j] = -EAGAIN;
+    unsigned got = 0, tries = 0;
+    while (got < k) {
+        int rc = io_uring_submit_and_wait(&t->ring, 1);
+        struct io_uring_cqe *cqe;
+        unsigned head, seen = 0;
+        io_uring_for_each_cqe(&t->ring, head, cqe)
+        {
+            uint64_t j = io_uring_cqe_get_data64(cqe);
+            if (j < k)
+                t->res[j] = cqe->res;
+            seen++;
+        }
+        io_uring_cq_advance(&t->ring, seen);
+        got += seen;
+        if (rc < 0 && !seen && (++tries > 3 || (rc != -EINTR && rc != -EAGAIN && rc != -EBUSY))) {
+            sg_warn("io_uring: %s; this worker goes on with plain system calls", strerror(-rc));
+            t->uring = false; /* what is left in the ring is never submitted */
+            return;
+        }
+    }
+}
+
+static struct io_uring_sqe *ring_sqe(struct iothread *t, unsigned j)
+{
+    /* The ring has BATCH entries and at most BATCH operations go in
+     * between two submissions: there is always one. */
+    struct io_uring_sqe *sqe = io_uring_get_sqe(&t->ring);
+    io_uring_sqe_set_data64(sqe, j);
+    return sqe;
+}
+
+/* ---- writes --------------------------------------------------------------- */
 
 static bool flushable(struct bufferevent *bev)
 {
@@ -38,50 +229,33 @@ static bool flushable(struct bufferevent *bev)
     if (!rcb && !wcb && !ecb)
         return false;
     return (bufferevent_get_enabled(bev) & EV_WRITE) && event_pending(&bev->ev_write, EV_WRITE, NULL) &&
-           evbuffer_get_length(bufferevent_get_output(bev)) > 0;
+           evbuffer_get_length(bufferevent_get_output(bev)) > 0 && bufferevent_getfd(bev) >= 0;
 }
 
-/* send(2) for one piece, sendmsg(2) for several, where libevent would use
- * writev(2): the socket calls skip the file layer (position lock, access
- * checks) that read/write/writev go through on every call. An
- * evbuffer_iovec has struct iovec's layout (event2/buffer.h). */
-#define SEND_IOV 16
-
-static ssize_t send_out(struct evbuffer *out, evutil_socket_t fd)
-{
-    struct evbuffer_iovec v[SEND_IOV];
-    int n = evbuffer_peek(out, -1, NULL, v, SEND_IOV);
-    if (n <= 0)
-        return 0;
-    if (n > SEND_IOV)
-        n = SEND_IOV;
-    ssize_t wrote;
-    if (n == 1) {
-        wrote = send(fd, v[0].iov_base, v[0].iov_len, MSG_NOSIGNAL);
-    } else {
-        struct msghdr m = { .msg_iov = (struct iovec *)(void *)v, .msg_iovlen = (size_t)n };
-        wrote = sendmsg(fd, &m, MSG_NOSIGNAL);
-    }
-    if (wrote > 0)
-        evbuffer_drain(out, (size_t)wrote);
-    return wrote;
-}
-
-static void flush_one(struct bufferevent *bev)
+/* The front of bev's output as iovecs, if it is to be written now; returns
+ * how many (0: nothing to write). */
+static int send_prepare(struct bufferevent *bev, struct evbuffer_iovec *v)
 {
     if (!flushable(bev))
+        return 0;
+    int n = evbuffer_peek(bufferevent_get_output(bev), -1, NULL, v, SEND_IOV);
+    return n <= 0 ? 0 : n > SEND_IOV ? SEND_IOV : n;
+}
+
+/* After `wrote` bytes of bev's output went to its socket: on as libevent's
+ * write callback goes. wrote <= 0 (would block, or an error) leaves the
+ * bufferevent as it was: libevent's write event takes over and reports
+ * errors. */
+static void send_done(struct bufferevent *bev, ssize_t wrote)
+{
+    if (wrote <= 0)
         return;
     struct evbuffer *out = bufferevent_get_output(bev);
-    evutil_socket_t fd = bufferevent_getfd(bev);
-    if (fd < 0)
-        return;
     /* Socket bufferevents keep the front of their output frozen and thaw it
      * around their own writes; so do we. */
     evbuffer_unfreeze(out, 1);
-    ssize_t wrote = send_out(out, fd);
+    evbuffer_drain(out, (size_t)wrote);
     evbuffer_freeze(out, 1);
-    if (wrote <= 0)
-        return; /* EAGAIN or an error: libevent's write event sees it */
     size_t left = evbuffer_get_length(out);
     if (left == 0)
         event_del(&bev->ev_write); /* as libevent's write callback does */
@@ -95,111 +269,241 @@ static void flush_one(struct bufferevent *bev)
         wcb(bev, arg);
 }
 
+/* send(2) for one piece, sendmsg(2) for several, where libevent would use
+ * writev(2): the socket calls skip the file layer (position lock, access
+ * checks) that read/write/writev go through on every call. */
+static void flush_plain(struct bufferevent *bev)
+{
+    struct evbuffer_iovec v[SEND_IOV];
+    int n = send_prepare(bev, v);
+    if (!n)
+        return;
+    evutil_socket_t fd = bufferevent_getfd(bev);
+    ssize_t wrote;
+    if (n == 1) {
+        wrote = send(fd, v[0].iov_base, v[0].iov_len, MSG_NOSIGNAL);
+    } else {
+        struct msghdr m = { .msg_iov = (struct iovec *)(void *)v, .msg_iovlen = (size_t)n };
+        wrote = sendmsg(fd, &m, MSG_NOSIGNAL);
+    }
+    send_done(bev, wrote);
+}
+
+static bool in_batch(const struct sendop *ops, unsigned k, const struct bufferevent *bev)
+{
+    for (unsigned j = 0; j < k; j++)
+        if (ops[j].bev == bev)
+            return true;
+    return false;
+}
+
+/* The same sends, BATCH to an io_uring_enter. The data stays at the front
+ * of each output (frozen there) until send_done drains what was written;
+ * owners' write callbacks, run by send_done, may only add behind it. */
+static void flush_batched(struct iothread *t, struct bufferevent **v, size_t n)
+{
+    for (size_t i = 0; i < n && t->uring;) {
+        unsigned k = 0;
+        for (; i < n && k < BATCH; i++) {
+            struct sendop *op = &t->sends[k];
+            /* Twice in one batch (written to again after another): the
+             * second would send the same bytes; the next batch sees what
+             * is left. */
+            int cnt = in_batch(t->sends, k, v[i]) ? 0 : send_prepare(v[i], op->v);
+            if (!cnt)
+                continue;
+            struct io_uring_sqe *sqe = ring_sqe(t, k);
+            evutil_socket_t fd = bufferevent_getfd(v[i]);
+            if (cnt == 1) {
+                io_uring_prep_send(sqe, fd, op->v[0].iov_base, op->v[0].iov_len, MSG_NOSIGNAL | MSG_DONTWAIT);
+            } else {
+                op->m = (struct msghdr){ .msg_iov = (struct iovec *)(void *)op->v, .msg_iovlen = (size_t)cnt };
+                io_uring_prep_sendmsg(sqe, fd, &op->m, MSG_NOSIGNAL | MSG_DONTWAIT);
+            }
+            op->bev = v[i];
+            k++;
+        }
+        ring_run(t, k);
+        for (unsigned j = 0; j < k; j++)
+            send_done(t->sends[j].bev, t->res[j]);
+        for (unsigned j = 0; j < k; j++)
+            t->sends[j].bev = NULL;
+        if (!t->uring) /* given up: the rest one by one */
+            for (; i < n; i++)
+                flush_plain(v[i]);
+    }
+}
+
 static void flush_cb(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
-    struct flushq *q = arg;
-    struct bufferevent **v = q->v;
-    size_t n = q->n, cap = q->cap;
-    q->v = q->spare;
-    q->cap = q->spare_cap;
-    q->n = 0;
-    for (size_t i = 0; i < n; i++) {
-        flush_one(v[i]);
-        bufferevent_decref(v[i]);
-    }
-    q->spare = v;
-    q->spare_cap = cap;
+    struct iothread *t = arg;
+    size_t n;
+    struct bufferevent **v = bevq_take(&t->flush, &n);
+    if (t->uring)
+        flush_batched(t, v, n);
+    else
+        for (size_t i = 0; i < n; i++)
+            flush_plain(v[i]);
+    bevq_done(v, n);
 }
 
 static void out_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
 {
     (void)buf;
-    struct flushq *q = tq;
-    struct bufferevent *bev = arg;
-    if (!info->n_added || !q)
-        return;
-    if (q->n && q->v[q->n - 1] == bev)
-        return; /* a head is written in several pieces */
-    if (q->n == q->cap) {
-        size_t cap = q->cap ? q->cap * 2 : 64;
-        struct bufferevent **v = realloc(q->v, cap * sizeof *v);
-        if (!v)
-            return; /* libevent's write event still writes it */
-        q->v = v;
-        q->cap = cap;
-    }
-    bufferevent_incref(bev);
-    q->v[q->n++] = bev;
-    if (q->n == 1)
-        event_active(q->ev, EV_WRITE, 0);
+    if (info->n_added && tio)
+        bevq_push(&tio->flush, arg);
 }
 
 /* ---- reads ---------------------------------------------------------------- */
 
 /* libevent 2.1 sizes every socket read with ioctl(FIONREAD) and caps it at
  * 4,096 bytes (EVBUFFER_MAX_READ): two system calls per read, and a
- * streamed body read 4 KiB at a time. This replaces the bufferevent's read
- * event callback with one that reads up to READ_MAX straight into the
- * input buffer, and otherwise behaves as libevent's: the high watermark
+ * streamed body read 4 KiB at a time. The bufferevent's read event is
+ * pointed at read_ready instead, which reads up to READ_MAX straight into
+ * the input buffer, and otherwise behaves as libevent's: the high watermark
  * bounds the read (libevent's own input-buffer callback still suspends and
  * resumes reading around it), EOF and errors disable reading and go to the
  * event callback, the read callback runs once the low watermark is
  * reached. */
-#define READ_MAX (64u * 1024u)
 
-static _Thread_local char rbuf[READ_MAX];
+/* How much bev may read now, at most `cap`; 0 when its input is at the
+ * high watermark, whose callback resumes reading once it drains. */
+static size_t read_want(struct bufferevent *bev, size_t cap)
+{
+    size_t low = 0, high = 0, len = evbuffer_get_length(bufferevent_get_input(bev));
+    bufferevent_getwatermark(bev, EV_READ, &low, &high);
+    if (!high)
+        return cap;
+    if (len >= high) {
+        event_del(&bev->ev_read);
+        return 0;
+    }
+    return high - len < cap ? high - len : cap;
+}
+
+static void read_failed(struct bufferevent *bev, short what)
+{
+    bufferevent_data_cb rcb, wcb;
+    bufferevent_event_cb ecb;
+    void *arg;
+    bufferevent_disable(bev, EV_READ);
+    bufferevent_getcb(bev, &rcb, &wcb, &ecb, &arg);
+    if (ecb)
+        ecb(bev, (short)(BEV_EVENT_READING | what), arg);
+}
+
+/* What a read into buf returned, n bytes (0: EOF; < 0: -errno), as
+ * libevent's read callback would pass it on. */
+static void read_done(struct bufferevent *bev, const char *buf, ssize_t n)
+{
+    if (n > 0) {
+        struct evbuffer *in = bufferevent_get_input(bev);
+        evbuffer_unfreeze(in, 0);
+        int rc = evbuffer_add(in, buf, (size_t)n);
+        evbuffer_freeze(in, 0);
+        if (rc < 0) {
+            errno = ENOMEM;
+            read_failed(bev, BEV_EVENT_ERROR);
+            return;
+        }
+        bufferevent_data_cb rcb, wcb;
+        bufferevent_event_cb ecb;
+        void *arg;
+        size_t low = 0, high = 0;
+        bufferevent_getcb(bev, &rcb, &wcb, &ecb, &arg);
+        bufferevent_getwatermark(bev, EV_READ, &low, &high);
+        if (rcb && evbuffer_get_length(in) >= low)
+            rcb(bev, arg);
+        return;
+    }
+    if (n == -EAGAIN || n == -EWOULDBLOCK || n == -EINTR)
+        return;
+    if (n < 0)
+        errno = (int)-n; /* for an event callback that asks what failed */
+    read_failed(bev, n == 0 ? BEV_EVENT_EOF : BEV_EVENT_ERROR);
+}
+
+/* Into the thread's buffer, then one add: reserving READ_MAX in the input
+ * buffer would allocate a chunk that size for every small read. */
+static void read_plain(struct iothread *t, struct bufferevent *bev)
+{
+    size_t want = read_want(bev, READ_MAX);
+    if (!want)
+        return;
+    ssize_t n = recv(bufferevent_getfd(bev), t->rbuf, want, 0);
+    read_done(bev, t->rbuf, n < 0 ? -errno : n);
+}
+
+/* Between the turn's read event and the batch, the owner may have stopped
+ * its reading. (One freed meanwhile reads on until its last reference
+ * goes, as libevent's own read event would; with no callbacks left, the
+ * bytes go nowhere.) */
+static bool still_reading(struct bufferevent *bev)
+{
+    return bufferevent_getfd(bev) >= 0 && event_pending(&bev->ev_read, EV_READ, NULL);
+}
+
+/* The turn's reads, BATCH to an io_uring_enter, each into its own slice of
+ * the arena; then, in the order the sockets were reported readable, what
+ * each read means. The data of every read is taken from its socket before
+ * any owner sees its own: an owner that stops another's reading in its
+ * read callback (backpressure) gets that other's bytes in the input buffer
+ * and its read callback called, as a bufferevent with deferred callbacks
+ * would. */
+static void read_batched(struct iothread *t, struct bufferevent **v, size_t n)
+{
+    size_t slice = READ_ARENA / (n <= READ_ARENA / READ_MAX ? READ_ARENA / READ_MAX : n < BATCH ? n : BATCH);
+    for (size_t i = 0; i < n && t->uring;) {
+        unsigned k = 0;
+        for (; i < n && k < BATCH; i++) {
+            size_t want = still_reading(v[i]) ? read_want(v[i], slice) : 0;
+            if (!want)
+                continue;
+            io_uring_prep_recv(ring_sqe(t, k), bufferevent_getfd(v[i]), t->rbuf + k * slice, want, MSG_DONTWAIT);
+            t->rbev[k++] = v[i];
+        }
+        ring_run(t, k);
+        for (unsigned j = 0; j < k; j++)
+            read_done(t->rbev[j], t->rbuf + j * slice, t->res[j]);
+        if (!t->uring)
+            for (; i < n; i++)
+                if (still_reading(v[i]))
+                    read_plain(t, v[i]);
+    }
+}
+
+static void reads_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct iothread *t = arg;
+    size_t n;
+    struct bufferevent **v = bevq_take(&t->reads, &n);
+    if (t->uring)
+        read_batched(t, v, n);
+    else
+        for (size_t i = 0; i < n; i++)
+            if (still_reading(v[i]))
+                read_plain(t, v[i]);
+    bevq_done(v, n);
+}
 
 static void read_ready(evutil_socket_t fd, short what, void *arg)
 {
+    (void)fd;
     struct bufferevent *bev = arg;
-    bufferevent_data_cb rcb, wcb;
-    bufferevent_event_cb ecb;
-    void *cbarg;
-    short event = BEV_EVENT_READING;
+    struct iothread *t = tio;
+    if (t && t->uring && !(what & EV_TIMEOUT)) {
+        bevq_push(&t->reads, bev);
+        return;
+    }
     bufferevent_incref(bev);
-    if (what & EV_TIMEOUT) {
-        event |= BEV_EVENT_TIMEOUT;
-        goto fail;
-    }
-    struct evbuffer *in = bufferevent_get_input(bev);
-    size_t low = 0, high = 0, len = evbuffer_get_length(in), want = READ_MAX;
-    bufferevent_getwatermark(bev, EV_READ, &low, &high);
-    if (high) {
-        if (len >= high) { /* libevent's watermark callback resumes it */
-            event_del(&bev->ev_read);
-            goto done;
-        }
-        if (high - len < want)
-            want = high - len;
-    }
-    /* Into the thread's buffer, then one add: reserving READ_MAX in the
-     * input buffer would allocate a chunk that size for every small read. */
-    ssize_t n = recv(fd, rbuf, want, 0);
-    if (n > 0) {
-        evbuffer_unfreeze(in, 0);
-        if (evbuffer_add(in, rbuf, (size_t)n) < 0) {
-            n = -1;
-            errno = ENOMEM;
-        }
-        evbuffer_freeze(in, 0);
-    }
-    if (n > 0) {
-        bufferevent_getcb(bev, &rcb, &wcb, &ecb, &cbarg);
-        if (rcb && evbuffer_get_length(in) >= low)
-            rcb(bev, cbarg);
-        goto done;
-    }
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
-        goto done;
-    event |= n == 0 ? BEV_EVENT_EOF : BEV_EVENT_ERROR;
-fail:
-    bufferevent_disable(bev, EV_READ);
-    bufferevent_getcb(bev, &rcb, &wcb, &ecb, &cbarg);
-    if (ecb)
-        ecb(bev, event, cbarg);
-done:
+    if (what & EV_TIMEOUT)
+        read_failed(bev, BEV_EVENT_TIMEOUT);
+    else if (t)
+        read_plain(t, bev);
     bufferevent_decref(bev);
 }
 
@@ -220,18 +524,18 @@ static void take_reads(struct bufferevent *bev)
         event_add(&bev->ev_read, timed ? &tv : NULL);
 }
 
+/* ---- setup ---------------------------------------------------------------- */
+
 void sg_io_autoflush(struct bufferevent *bev)
 {
-    if (!tq)
+    if (!tio)
         return;
     take_reads(bev);
     if (!evbuffer_add_cb(bufferevent_get_output(bev), out_cb, bev))
         sg_warn("write-through unavailable for a connection (out of memory)");
     /* What was added before (a response queued while connecting) goes too. */
-    if (evbuffer_get_length(bufferevent_get_output(bev))) {
-        struct evbuffer_cb_info info = { .n_added = 1 };
-        out_cb(NULL, &info, bev);
-    }
+    if (evbuffer_get_length(bufferevent_get_output(bev)))
+        bevq_push(&tio->flush, bev);
 }
 
 void sg_io_enable(struct bufferevent *bev, short what)
@@ -241,30 +545,37 @@ void sg_io_enable(struct bufferevent *bev, short what)
         bufferevent_enable(bev, missing);
 }
 
-int sg_io_thread_enter(struct event_base *base)
+int sg_io_thread_enter(struct event_base *base, bool uring, int *uring_error)
 {
-    struct flushq *q = calloc(1, sizeof *q);
-    if (!q)
+    *uring_error = 0;
+    struct iothread *t = calloc(1, sizeof *t);
+    if (!t)
         return -1;
-    q->ev = event_new(base, -1, 0, flush_cb, q);
-    if (!q->ev) {
-        free(q);
+    if (uring) {
+        int rc = ring_init(&t->ring);
+        t->uring = t->ring_made = rc == 0;
+        *uring_error = rc < 0 ? -rc : 0;
+    }
+    t->rbuf = malloc(t->uring ? READ_ARENA : READ_MAX);
+    if (!t->rbuf || bevq_init(&t->flush, base, flush_cb, t) < 0 || bevq_init(&t->reads, base, reads_cb, t) < 0) {
+        tio = t;
+        sg_io_thread_leave();
         return -1;
     }
-    tq = q;
-    return 0;
+    tio = t;
+    return t->uring ? 1 : 0;
 }
 
 void sg_io_thread_leave(void)
 {
-    struct flushq *q = tq;
-    if (!q)
+    struct iothread *t = tio;
+    if (!t)
         return;
-    tq = NULL;
-    for (size_t i = 0; i < q->n; i++)
-        bufferevent_decref(q->v[i]);
-    event_free(q->ev);
-    free(q->v);
-    free(q->spare);
-    free(q);
+    tio = NULL;
+    bevq_free(&t->flush);
+    bevq_free(&t->reads);
+    if (t->ring_made)
+        io_uring_queue_exit(&t->ring);
+    free(t->rbuf);
+    free(t);
 }

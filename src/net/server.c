@@ -57,6 +57,9 @@ static void warn_restart_only(const struct sg_config *old, const struct sg_confi
 {
     if (old->workers != cfg->workers)
         sg_warn("reload: workers changed (%u -> %u); takes effect at the next restart", old->workers, cfg->workers);
+    if (old->io_uring != cfg->io_uring)
+        sg_warn("reload: io_uring changed (%s -> %s); takes effect at the next restart", old->io_uring ? "auto" : "off",
+                cfg->io_uring ? "auto" : "off");
     if (strcmp(old->admin.host, cfg->admin.host) != 0 || old->admin.port != cfg->admin.port)
         sg_warn("reload: admin.address changed; takes effect at the next restart");
 }

@@ -491,8 +491,12 @@ int sg_worker_listen(struct sg_worker *w, const int *fds, size_t n, char *const 
 static void *worker_main(void *arg)
 {
     struct sg_worker *w = arg;
-    if (sg_io_thread_enter(w->base) < 0)
+    bool uring = w->snap->cfg->io_uring;
+    int uerr, io = sg_io_thread_enter(w->base, uring, &uerr);
+    if (io < 0)
         sg_warn("worker %u: write-through off (out of memory)", w->id);
+    else if (uring && io == 0 && !w->server->io_uring_error)
+        sg_warn("worker %u: io_uring: %s; plain system calls", w->id, strerror(uerr));
     event_base_dispatch(w->base);
     sg_h1s_close_all(w);
     sg_h2s_close_all(w);

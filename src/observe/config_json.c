@@ -287,6 +287,7 @@ void sg_config_json(struct evbuffer *out, const struct sg_config *cfg)
     str(&e, "path", cfg->path);
     num(&e, "generation", cfg->generation);
     num(&e, "workers", cfg->workers);
+    str(&e, "io_uring", cfg->io_uring ? "auto" : "off");
     listeners(&e);
     open_(&e, "admin", '{');
     hostport(&e, "address", &cfg->admin);

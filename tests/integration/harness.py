@@ -42,6 +42,18 @@ KiB = 1024
 MiB = 1024 * 1024
 GiB = 1024 * MiB
 
+# SG_TEST_IO_URING=off (scripts/test's first pass) runs every Proxy with `io_uring: off`, so that
+# the suite covers both ways the workers do socket I/O; unset, the configuration decides (default
+# auto). A configuration that names io_uring itself keeps it.
+IO_URING = os.environ.get("SG_TEST_IO_URING")
+
+
+def with_test_io_uring(config_yaml):
+    if not IO_URING or re.search(r"^io_uring\s*:", config_yaml, re.M):
+        return config_yaml
+    return config_yaml.rstrip("\n") + "\nio_uring: %s\n" % IO_URING
+
+
 SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
                      "ThreadSanitizer", "AddressSanitizer:DEADLYSIGNAL")
 
@@ -319,7 +331,7 @@ class Proxy:
 
     def __init__(self, config_yaml, env=None, listeners=None, ready_timeout=10.0,
                  check_exit=True):
-        self.config_text = config_yaml
+        self.config_text = with_test_io_uring(config_yaml)
         self.env = env
         self.listeners = listeners if listeners is not None else listener_names(config_yaml)
         self.ready_timeout = ready_timeout

@@ -14,7 +14,7 @@ import time
 
 from harness import (Client, ConnectionClosed, Incomplete, Proxy, ProtocolError, Upstream,
                      check, closed_port, config, eq, main, metric_value, pattern_sha, request,
-                     wait_until)
+                     run_cli, wait_until, write_file)
 
 
 def simple_cfg(up, drain="10s", extra=None):
@@ -471,6 +471,61 @@ def test_admin_endpoints():
         r = request(p.admin, "POST", "/reload")
         eq(r.status, 200, "POST /reload of the unchanged file")
         eq(r.json().get("result"), "success", "POST /reload result")
+
+
+def kernel_allows_io_uring():
+    """This test's own answer to 'may a process set up an io_uring here?': io_uring_setup(2)
+    with the flags strangler asks for first (SUBMIT_ALL, COOP_TASKRUN, SINGLE_ISSUER), then
+    with none, as strangler does when the kernel refuses the hints."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    params = ctypes.create_string_buffer(120)  # struct io_uring_params
+    for flags in ((1 << 7) | (1 << 8) | (1 << 12), 0):
+        ctypes.memset(params, 0, 120)
+        struct.pack_into("<I", params, 8, flags)
+        fd = libc.syscall(425, 64, params)  # __NR_io_uring_setup on x86_64 and arm64
+        if fd >= 0:
+            os.close(fd)
+            return True
+        if ctypes.get_errno() != 22:  # EINVAL: try without the hints
+            return False
+    return False
+
+
+def test_socket_io_mode_in_the_startup_line():
+    """`io_uring: auto` (the default) batches socket I/O through io_uring exactly where the
+    kernel allows it, says which in the start-up line and shows the setting in /config;
+    `io_uring: off` makes one system call per read or write. Requests go through either way,
+    and a reload that changes the setting says it waits for a restart."""
+    up = Upstream("mono")
+    allowed = kernel_allows_io_uring()
+    for setting, want in (("auto", "socket I/O: io_uring" if allowed else
+                           "socket I/O: plain system calls (io_uring unavailable: "),
+                          ("off", "socket I/O: plain system calls (io_uring: off)")):
+        with Proxy(simple_cfg(up, extra={"io_uring": setting})) as p:
+            check(wait_until(lambda: "running with" in p.stderr(), 5), "no start-up line")
+            line = [ln for ln in p.stderr().splitlines() if "running with" in ln][0]
+            check(want in line, "io_uring: %s: start-up line %r (want %r; this kernel %s io_uring)"
+                  % (setting, line, want, "allows" if allowed else "refuses"))
+            eq(request(p.admin, "GET", "/config").json().get("io_uring"), setting, "/config io_uring")
+            for i in range(20):  # both workers, fresh and kept-alive connections
+                eq(request(p.addr(), "GET", "/r%d" % i, body=b"x" * (i * 1000)).status, 200,
+                   "io_uring: %s: request %d" % (setting, i))
+            other = "off" if setting == "auto" else "auto"
+            with open(p.config_path, "w") as f:
+                f.write(simple_cfg(up, extra={"io_uring": other}))
+            eq(request(p.admin, "POST", "/reload").json().get("result"), "success", "reload")
+            check(wait_until(lambda: "io_uring changed (%s -> %s); takes effect at the next restart"
+                             % (setting, other) in p.stderr(), 5),
+                  "reload %s -> %s: no restart warning in %r" % (setting, other, p.stderr()[-600:]))
+    text = simple_cfg(up, extra={"io_uring": "on"})
+    path = write_file(text)
+    r = run_cli(["--check", "-c", path])
+    eq(r.returncode, 1, "--check with io_uring: on")
+    line = [i for i, ln in enumerate(text.splitlines(), 1) if ln.startswith("io_uring:")][0]
+    check('%s:%d:11: invalid io_uring "on" (expected auto' % (path, line) in r.stderr,
+          "error at the value: %r" % r.stderr)
 
 
 # ---------------------------------------------------------------------------------------------

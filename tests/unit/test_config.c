@@ -318,6 +318,7 @@ static void test_full_file(void **state)
     assert_int_equal(atomic_load(&cfg->refs), 1);
     assert_int_equal(cfg->workers, 4);
     assert_false(cfg->workers_auto);
+    assert_false(cfg->io_uring);
     check_full_listeners(cfg);
     check_full_upstreams(cfg);
     assert_int_equal(cfg->n_routes, 4);
@@ -349,6 +350,7 @@ static void test_defaults(void **state)
     struct sg_config *cfg = load_ok(BASE ROUTE_OK);
     assert_true(cfg->workers_auto);
     assert_true(cfg->workers >= 1 && cfg->workers <= 256);
+    assert_true(cfg->io_uring);
     assert_string_equal(cfg->admin.host, "127.0.0.1");
     assert_int_equal(cfg->admin.port, 9901);
     assert_true(cfg->access_log);
@@ -587,7 +589,7 @@ static void test_unknown_key(void **state)
                   "cfg.yaml:9:9: unknown key \"wieght\" in destination (expected upstream, weight)",
                   "cfg.yaml:10:5: unknown key \"retry\" in route \"r\" (expected name, match, rewrite, destinations, "
                   "sticky, mirror, timeout, retries, request_headers, response_headers)",
-                  "cfg.yaml:11:1: unknown key \"lmits\" at top level (expected workers, listeners, admin, upstreams, "
+                  "cfg.yaml:11:1: unknown key \"lmits\" at top level (expected workers, io_uring, listeners, admin, upstreams, "
                   "routes, access_log, limits, shutdown)");
 }
 
@@ -623,7 +625,7 @@ static void test_bad_duration(void **state)
                   "cfg.yaml:7:19: invalid duration \"5x\" (expected e.g. 250ms, 5s, 2m, 1h)",
                   "cfg.yaml:8:17: invalid duration \"1.5s\" (expected e.g. 250ms, 5s, 2m, 1h)",
                   "cfg.yaml:9:28: duration \"99999999999999999999h\" is too large",
-                  "cfg.yaml:10:1: unknown key \"upstreams2\" at top level (expected workers, listeners, admin, "
+                  "cfg.yaml:10:1: unknown key \"upstreams2\" at top level (expected workers, io_uring, listeners, admin, "
                   "upstreams, routes, access_log, limits, shutdown)");
 }
 
@@ -650,7 +652,7 @@ static void test_bad_size(void **state)
                                 "routes2: 1\n",
                   "cfg.yaml:7:21: max_header_bytes: must be between 1024 and 16777216 bytes, got 512",
                   "cfg.yaml:8:27: invalid size \"10MB\" (expected bytes or KiB, MiB, GiB, e.g. 512, 64KiB, 1MiB)",
-                  "cfg.yaml:9:1: unknown key \"routes2\" at top level (expected workers, listeners, admin, "
+                  "cfg.yaml:9:1: unknown key \"routes2\" at top level (expected workers, io_uring, listeners, admin, "
                   "upstreams, routes, access_log, limits, shutdown)");
 }
 
@@ -873,6 +875,20 @@ static void test_workers(void **state)
                   "cfg.yaml:1:10: workers: expected auto or a number between 1 and 256, got \"257\"");
     EXPECT_ERRORS("workers: [4]\n" BASE ROUTE_OK,
                   "cfg.yaml:1:10: workers: expected auto or a number of threads, got a list");
+}
+
+static void test_io_uring(void **state)
+{
+    (void)state;
+    struct sg_config *cfg = load_ok("io_uring: auto\n" BASE ROUTE_OK);
+    assert_true(cfg->io_uring);
+    sg_config_unref(cfg);
+    cfg = load_ok("io_uring: off\n" BASE ROUTE_OK);
+    assert_false(cfg->io_uring);
+    sg_config_unref(cfg);
+    EXPECT_ERRORS("io_uring: on\n" BASE ROUTE_OK, "cfg.yaml:1:11: invalid io_uring \"on\" (expected auto, off)");
+    EXPECT_ERRORS("io_uring: false\n" BASE ROUTE_OK,
+                  "cfg.yaml:1:11: invalid io_uring \"false\" (expected auto, off)");
 }
 
 static void test_listener_rules(void **state)
@@ -1224,6 +1240,7 @@ int main(void)
         cmocka_unit_test(test_empty_and_not_a_mapping),
         cmocka_unit_test(test_multiple_documents),
         cmocka_unit_test(test_workers),
+        cmocka_unit_test(test_io_uring),
         cmocka_unit_test(test_listener_rules),
         cmocka_unit_test(test_tls_rules),
         cmocka_unit_test(test_upstream_rules),
