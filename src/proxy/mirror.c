@@ -23,6 +23,7 @@
 #include "strangler/h1.h"
 #include "strangler/h1_client.h"
 #include "strangler/h2_client.h"
+#include "strangler/mem.h"
 #include "strangler/ustream.h"
 #include "strangler/pool.h"
 #include "strangler/worker.h"
@@ -221,9 +222,9 @@ static void shadow_free(struct sg_shadow *sh)
         evbuffer_free(sh->fields);
     if (sh->pending)
         evbuffer_free(sh->pending);
-    free(sh->strings);
+    sg_mem_free(sh->strings);
     sg_wsnap_unpin(sh->snap);
-    free(sh);
+    sg_mem_free(sh);
 }
 
 /* Deferred: both sides are over (or the comparison is off). */
@@ -358,7 +359,7 @@ static bool copy_request(struct sg_shadow *sh, const struct sg_shadow_request *r
     }
     size_t need = r->method.len + r->target.len + host.len + strlen(suffix) + r->protocol.len +
                   f->request_id.len + f->client_addr.len + 1;
-    sh->strings = malloc(need);
+    sh->strings = sg_mem_malloc(need);
     sh->fields = evbuffer_new();
     if (!sh->strings || !sh->fields)
         return false;
@@ -489,7 +490,9 @@ static bool shadow_new(struct sg_worker *w, struct sg_wsnap *snap, const struct 
         drop_early(w, snap, r, reason_body_too_large);
         return false;
     }
-    struct sg_shadow *sh = calloc(1, sizeof *sh);
+    /* From the worker's small-block cache, like the primary's exchange:
+     * its own block all the same, never the primary's. */
+    struct sg_shadow *sh = sg_mem_calloc(1, sizeof *sh);
     if (!sh) {
         if (probe)
             sg_noise_probe_done(w, r->route, r->mirror, true);
