@@ -128,25 +128,34 @@ static void bevq_free(struct bevq *q)
  * in. Nothing stays in flight across callbacks: the buffers only have to
  * live for the call. */
 
-/* Everything rests on this: a recv with MSG_DONTWAIT on an empty
- * socket is answered -EAGAIN by the time io_uring_submit returns. A kernel
- * that would rather wait for data (or knows no IORING_OP_RECV) is not used. */
+/* Everything rests on this: a recv with MSG_DONTWAIT on an empty socket,
+ * and a send and a sendmsg with MSG_DONTWAIT on a full one, are answered
+ * -EAGAIN by the time io_uring_submit returns. A kernel that would rather
+ * wait (or knows none of these operations) is not used. */
 static int ring_completes_at_once(struct io_uring *ring)
 {
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) < 0)
         return -errno;
+    static char fill[4096];
+    while (send(sv[1], fill, sizeof fill, MSG_DONTWAIT) > 0)
+        ; /* sv[1] can send no more, and nothing was sent to it */
     char byte;
-    struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
-    io_uring_prep_recv(sqe, sv[0], &byte, 1, MSG_DONTWAIT);
-    struct io_uring_cqe *cqe = NULL;
-    int rc = io_uring_submit(ring);
-    if (rc == 1)
-        rc = io_uring_peek_cqe(ring, &cqe) == 0 && cqe->res == -EAGAIN ? 0 : -EOPNOTSUPP;
-    else if (rc >= 0)
-        rc = -EOPNOTSUPP;
-    if (cqe)
-        io_uring_cqe_seen(ring, cqe);
+    struct iovec iov = { fill, sizeof fill };
+    struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1 };
+    io_uring_prep_recv(io_uring_get_sqe(ring), sv[1], &byte, 1, MSG_DONTWAIT);
+    io_uring_prep_send(io_uring_get_sqe(ring), sv[1], fill, sizeof fill, MSG_NOSIGNAL | MSG_DONTWAIT);
+    io_uring_prep_sendmsg(io_uring_get_sqe(ring), sv[1], &m, MSG_NOSIGNAL | MSG_DONTWAIT);
+    int rc = io_uring_submit(ring) == 3 && io_uring_cq_ready(ring) == 3 ? 0 : -EOPNOTSUPP;
+    struct io_uring_cqe *cqe;
+    unsigned head, seen = 0;
+    io_uring_for_each_cqe(ring, head, cqe)
+    {
+        if (cqe->res != -EAGAIN)
+            rc = -EOPNOTSUPP;
+        seen++;
+    }
+    io_uring_cq_advance(ring, seen);
     close(sv[0]);
     close(sv[1]);
     return rc; /* on failure the caller tears the ring down, which cancels what waits */
