@@ -1,4 +1,5 @@
 #include "strangler/h1.h"
+#include "strangler/mem.h"
 
 #include <event2/buffer.h>
 #include <stdint.h>
@@ -23,10 +24,13 @@ void sg_h1_head_reset(struct sg_h1_head *h)
     h->headers.n = 0;
 }
 
+/* The buffers come from the thread's small-block cache: a head that is
+ * built anew for every message (a shadow's, a connection's after parking)
+ * would otherwise cost a malloc and a free of each every time. */
 void sg_h1_head_free(struct sg_h1_head *h)
 {
-    free(h->buf);
-    free(h->fields);
+    sg_mem_free(h->buf);
+    sg_mem_free(h->fields);
     sg_headers_free(&h->headers);
     memset(h, 0, sizeof *h);
 }
@@ -47,7 +51,7 @@ static bool grow(struct sg_h1_head *h, size_t n)
         cap *= 2;
     if (cap > h->max)
         cap = h->max;
-    char *b = realloc(h->buf, cap);
+    char *b = sg_mem_realloc(h->buf, cap);
     if (!b)
         return false;
     h->buf = b;
@@ -59,7 +63,7 @@ static struct sg_h1_field *new_field(struct sg_h1_head *h)
 {
     if (h->n_fields == h->cap_fields) {
         size_t cap = h->cap_fields ? h->cap_fields * 2 : 16;
-        struct sg_h1_field *f = realloc(h->fields, cap * sizeof *f);
+        struct sg_h1_field *f = sg_mem_realloc(h->fields, cap * sizeof *f);
         if (!f)
             return NULL;
         h->fields = f;
