@@ -1,0 +1,221 @@
+#!/usr/bin/python3
+"""bench/tools/ab.py: CPU per request of two or more proxy builds or settings, in alternating rounds.
+
+    bench/tools/ab.py [--load h1|h2c] [--rounds N] [--seconds S] [--syscalls] VARIANT VARIANT...
+
+VARIANT is NAME=BINARY (strangler with bench/conf/strangler/plain.yaml), NAME=BINARY:CONFIG
+(strangler with that configuration, e.g. bench/conf/strangler/mirror-fast.yaml or a copy with
+`io_uring: off`), or one of the peers: nginx, haproxy, nghttpx (their plain configurations;
+nginx has no h2c on the shared port, so not with --load h2c).
+
+For changes too small for bench/run to separate from the machine's drift, docs/performance.md
+("What moved the figures") quotes this tool. Layout as bench/run's on 2 CPUs: the proxy on
+CPU 0; the load (wrk -t1 -c64, or h2load -t1 -c16 -m10), the upstream nginx `return 200` and
+the mirror nginx (bench/conf/upstream/) on CPU 1. Every round starts each variant fresh, in
+alternating order, warms it up for 1 s, measures utime+stime of its process tree over the
+load run and divides by the requests completed. Prints every run, then the medians and, per
+round, each variant's ratio to the first. --syscalls adds the variant's system calls per
+request, counted with `perf stat -e raw_syscalls:sys_enter` over the middle of the run (needs
+perf and tracepoints; the count slows the proxy a little, so CPU figures of such a run are
+not compared with others).
+
+Ports 18080, 18081-18084, 18089 and 18901 on 127.0.0.1, as bench/run's (refuses to start if
+one is taken). Every process it starts is stopped by its PID. Standard library only.
+"""
+import argparse
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CONF = os.path.join(ROOT, "bench", "conf")
+PORTS = (18080, 18081, 18082, 18083, 18084, 18089, 18901)
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def port_open(port):
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+class Procs:
+    def __init__(self, tmp):
+        self.tmp, self.live = tmp, []
+
+    def start(self, argv, cpu):
+        log = open(os.path.join(self.tmp, "log"), "ab")
+        p = subprocess.Popen(["taskset", "-c", str(cpu)] + argv, stdout=subprocess.DEVNULL,
+                             stderr=log, start_new_session=True)
+        log.close()
+        self.live.append(p)
+        return p
+
+    def stop(self, p):
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        if p in self.live:
+            self.live.remove(p)
+
+    def stop_all(self):
+        for p in list(self.live):
+            self.stop(p)
+
+
+def tree(pid):
+    """/proc/PID/stat fields of pid and its children (nginx's and nghttpx's workers)."""
+    out = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % d) as f:
+                st = f.read()
+        except OSError:
+            continue
+        fields = st[st.rindex(")") + 2:].split()
+        if int(d) == pid or int(fields[1]) == pid:
+            out[int(d)] = fields
+    return out
+
+
+def cpu_ticks(pid):
+    procs = tree(pid).values()
+    return sum(int(f[11]) for f in procs), sum(int(f[12]) for f in procs)
+
+
+def run_load(kind, seconds):
+    if kind == "h1":
+        cmd = ["wrk", "-t1", "-c64", "-d%ds" % seconds, "http://127.0.0.1:18080/"]
+        pat = r"(\d+) requests in"
+    else:
+        cmd = ["h2load", "-t1", "-c16", "-m10", "-D%d" % seconds, "http://127.0.0.1:18080/"]
+        pat = r"requests: \d+ total, \d+ started, (\d+) done"
+    out = subprocess.run(["taskset", "-c", "1"] + cmd, capture_output=True, text=True).stdout
+    m = re.search(pat, out)
+    if not m:
+        raise SystemExit("error: no result from %s:\n%s" % (cmd[0], out[-1000:]))
+    return int(m.group(1))
+
+
+def count_syscalls(pid, seconds, box):
+    """System calls of pid over `seconds`, one second into the load run."""
+    time.sleep(1)
+    pids = ",".join(str(p) for p in tree(pid))
+    out = subprocess.run(["perf", "stat", "-x,", "-e", "raw_syscalls:sys_enter", "-p", pids,
+                          "--", "sleep", str(seconds)], capture_output=True, text=True).stderr
+    m = re.search(r"^(\d+),", out, re.M)
+    box["n"] = int(m.group(1)) if m else None
+
+
+def start_variant(procs, v):
+    if v in ("nginx", "haproxy", "nghttpx"):
+        if v == "nginx":
+            prefix = os.path.join(procs.tmp, "nginx")
+            os.makedirs(os.path.join(prefix, "tmp"), exist_ok=True)
+            argv = ["nginx", "-p", prefix + "/", "-e", "stderr", "-c",
+                    os.path.join(CONF, "nginx", "plain.conf")]
+        elif v == "haproxy":
+            argv = ["haproxy", "-db", "-f", os.path.join(CONF, "haproxy", "common.cfg"),
+                    "-f", os.path.join(CONF, "haproxy", "plain.cfg")]
+        else:
+            argv = ["nghttpx", "--conf=" + os.path.join(CONF, "nghttpx", "plain.conf")]
+        return v, procs.start(argv, 0)
+    name, _, rest = v.partition("=")
+    binary, _, config = rest.partition(":")
+    config = config or os.path.join(CONF, "strangler", "plain.yaml")
+    return name, procs.start([binary, "-c", config, "--log-level", "warn"], 0)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--load", choices=("h1", "h2c"), default="h1")
+    ap.add_argument("--rounds", type=int, default=6)
+    ap.add_argument("--seconds", type=int, default=4)
+    ap.add_argument("--syscalls", action="store_true")
+    ap.add_argument("variants", nargs="+")
+    args = ap.parse_args()
+    for v in args.variants:
+        if v not in ("nginx", "haproxy", "nghttpx") and "=" not in v:
+            ap.error("variant %r: NAME=BINARY[:CONFIG], nginx, haproxy or nghttpx" % v)
+    if args.load == "h2c" and "nginx" in args.variants:
+        ap.error("nginx serves h2c on another port: not with --load h2c")
+    busy = [p for p in PORTS if port_open(p)]
+    if busy:
+        raise SystemExit("error: ports already in use on 127.0.0.1: %s" % busy)
+    tmp = tempfile.mkdtemp(prefix="strangler-ab.")
+    procs = Procs(tmp)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+    results = {}
+    try:
+        for name in ("app", "mirror"):
+            prefix = os.path.join(tmp, "up-" + name)
+            os.makedirs(os.path.join(prefix, "tmp"))
+            procs.start(["nginx", "-p", prefix + "/", "-e", "stderr", "-c",
+                         os.path.join(CONF, "upstream", name + ".conf")], 1)
+        end = time.monotonic() + 5
+        while not (port_open(18081) and port_open(18083)):
+            if time.monotonic() > end:
+                raise SystemExit("error: the upstream nginx did not start (log in %s)" % tmp)
+            time.sleep(0.05)
+        for rd in range(args.rounds):
+            order = args.variants if rd % 2 == 0 else args.variants[::-1]
+            for v in order:
+                end = time.monotonic() + 5
+                while port_open(18080) and time.monotonic() < end:
+                    time.sleep(0.05)
+                name, p = start_variant(procs, v)
+                end = time.monotonic() + 5
+                while not port_open(18080):
+                    if p.poll() is not None or time.monotonic() > end:
+                        raise SystemExit("error: %s did not start (log in %s)" % (name, tmp))
+                    time.sleep(0.02)
+                time.sleep(0.2)
+                run_load(args.load, 1)
+                u0, s0 = cpu_ticks(p.pid)
+                box, window = {}, max(1, args.seconds - 2)
+                if args.syscalls:
+                    t = threading.Thread(target=count_syscalls, args=(p.pid, window, box))
+                    t.start()
+                n = run_load(args.load, args.seconds)
+                u1, s1 = cpu_ticks(p.pid)
+                row = {"us": (u1 - u0 + s1 - s0) / TICK * 1e6 / n, "sys": (s1 - s0) / TICK * 1e6 / n,
+                       "rps": n / args.seconds}
+                if args.syscalls:
+                    t.join()
+                    row["sc"] = box["n"] / (row["rps"] * window) if box.get("n") else None
+                results.setdefault(name, []).append(row)
+                print("round %d %-12s %7.2f us/req (sys %6.2f) %9.0f req/s%s" % (
+                    rd + 1, name, row["us"], row["sys"], row["rps"],
+                    "  %.2f syscalls/req" % row["sc"] if row.get("sc") else ""), flush=True)
+                procs.stop(p)
+    finally:
+        procs.stop_all()
+        shutil.rmtree(tmp, ignore_errors=True)
+    names = list(results)
+    print("\nmedians over %d rounds (%s, %d s runs):" % (args.rounds, args.load, args.seconds))
+    for name in names:
+        rows = results[name]
+        ratios = [a["us"] / b["us"] for a, b in zip(rows, results[names[0]])]
+        print("%-12s %7.2f us/req (sys %6.2f) %9.0f req/s   %.3fx %s (per-round ratios %s)%s" % (
+            name, statistics.median(r["us"] for r in rows), statistics.median(r["sys"] for r in rows),
+            statistics.median(r["rps"] for r in rows), statistics.median(ratios), names[0],
+            " ".join("%.2f" % x for x in ratios),
+            "  %.2f syscalls/req" % statistics.median(r["sc"] for r in rows if r.get("sc"))
+            if args.syscalls and any(r.get("sc") for r in rows) else ""))
+
+
+if __name__ == "__main__":
+    main()
