@@ -57,7 +57,8 @@ void sg_io_thread_leave(void);
 
 /* 0 when this thread could set up the ring the workers use, else the errno
  * value that refuses it (ENOSYS: an old kernel; EPERM: a seccomp profile
- * or kernel.io_uring_disabled). */
+ * or kernel.io_uring_disabled; EOPNOTSUPP: a kernel that would not answer
+ * a non-blocking send or receive at once). */
 int sg_io_uring_probe(void);
 
 /* Connected plaintext socket bufferevent of this thread's base. A no-op on a

@@ -32,7 +32,9 @@
  * this size: up to 8 readable sockets get READ_MAX each, 64 get 8 KiB. */
 #define READ_ARENA (512u * 1024u)
 
-/* Bufferevents gathered during a loop turn, worked through by `ev` at the
+struct iothread;
+
+/* Bufferevents gathered during a loop turn, handed to `run` by `ev` at the
  * end of the turn's callbacks. Each holds a reference, so that one freed by
  * its owner meanwhile stays valid (and its socket open) until it is looked
  * at. Two arrays: one is worked through while the other collects what the
@@ -41,6 +43,8 @@ struct bevq {
     struct event *ev;
     struct bufferevent **v, **spare;
     size_t n, cap, spare_cap;
+    void (*run)(struct iothread *t, struct bufferevent **v, size_t n);
+    struct iothread *t;
 };
 
 struct sendop {
@@ -104,9 +108,23 @@ static void bevq_done(struct bufferevent **v, size_t n)
         bufferevent_decref(v[i]);
 }
 
-static int bevq_init(struct bevq *q, struct event_base *base, event_callback_fn cb, void *arg)
+static void bevq_cb(evutil_socket_t fd, short what, void *arg)
 {
-    q->ev = event_new(base, -1, 0, cb, arg);
+    (void)fd;
+    (void)what;
+    struct bevq *q = arg;
+    size_t n;
+    struct bufferevent **v = bevq_take(q, &n);
+    q->run(q->t, v, n);
+    bevq_done(v, n);
+}
+
+static int bevq_init(struct bevq *q, struct event_base *base, struct iothread *t,
+                     void (*run)(struct iothread *, struct bufferevent **, size_t))
+{
+    q->run = run;
+    q->t = t;
+    q->ev = event_new(base, -1, 0, bevq_cb, q);
     return q->ev ? 0 : -1;
 }
 
@@ -306,12 +324,15 @@ static bool in_batch(const struct sendop *ops, unsigned k, const struct bufferev
     return false;
 }
 
-/* The same sends, BATCH to an io_uring_enter. The data stays at the front
- * of each output (frozen there) until send_done drains what was written;
- * owners' write callbacks, run by send_done, may only add behind it. */
-static void flush_batched(struct iothread *t, struct bufferevent **v, size_t n)
+/* The turn's sends: BATCH to an io_uring_enter, or one system call each
+ * without io_uring (and once the ring is given up). In a batch, the data
+ * stays at the front of each output (frozen there) until send_done drains
+ * what was written; owners' write callbacks, run by send_done, may only add
+ * behind it. */
+static void flush_all(struct iothread *t, struct bufferevent **v, size_t n)
 {
-    for (size_t i = 0; i < n && t->uring;) {
+    size_t i = 0;
+    while (i < n && t->uring) {
         unsigned k = 0;
         for (; i < n && k < BATCH; i++) {
             struct sendop *op = &t->sends[k];
@@ -337,25 +358,9 @@ static void flush_batched(struct iothread *t, struct bufferevent **v, size_t n)
             send_done(t->sends[j].bev, t->res[j]);
         for (unsigned j = 0; j < k; j++)
             t->sends[j].bev = NULL;
-        if (!t->uring) /* given up: the rest one by one */
-            for (; i < n; i++)
-                flush_plain(v[i]);
     }
-}
-
-static void flush_cb(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd;
-    (void)what;
-    struct iothread *t = arg;
-    size_t n;
-    struct bufferevent **v = bevq_take(&t->flush, &n);
-    if (t->uring)
-        flush_batched(t, v, n);
-    else
-        for (size_t i = 0; i < n; i++)
-            flush_plain(v[i]);
-    bevq_done(v, n);
+    for (; i < n; i++)
+        flush_plain(v[i]);
 }
 
 static void out_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
@@ -454,17 +459,18 @@ static bool still_reading(struct bufferevent *bev)
     return bufferevent_getfd(bev) >= 0 && event_pending(&bev->ev_read, EV_READ, NULL);
 }
 
-/* The turn's reads, BATCH to an io_uring_enter, each into its own slice of
- * the arena; then, in the order the sockets were reported readable, what
- * each read means. The data of every read is taken from its socket before
+/* The turn's reads (queued with io_uring only), BATCH to an io_uring_enter,
+ * each into its own slice of the arena; then, in the order the sockets were
+ * reported readable, what each read means. The data of every read is taken from its socket before
  * any owner sees its own: an owner that stops another's reading in its
  * read callback (backpressure) gets that other's bytes in the input buffer
  * and its read callback called, as a bufferevent with deferred callbacks
  * would. */
-static void read_batched(struct iothread *t, struct bufferevent **v, size_t n)
+static void read_all(struct iothread *t, struct bufferevent **v, size_t n)
 {
     size_t slice = READ_ARENA / (n <= READ_ARENA / READ_MAX ? READ_ARENA / READ_MAX : n < BATCH ? n : BATCH);
-    for (size_t i = 0; i < n && t->uring;) {
+    size_t i = 0;
+    while (i < n && t->uring) {
         unsigned k = 0;
         for (; i < n && k < BATCH; i++) {
             size_t want = still_reading(v[i]) ? read_want(v[i], slice) : 0;
@@ -476,27 +482,10 @@ static void read_batched(struct iothread *t, struct bufferevent **v, size_t n)
         ring_run(t, k);
         for (unsigned j = 0; j < k; j++)
             read_done(t->rbev[j], t->rbuf + j * slice, t->res[j]);
-        if (!t->uring)
-            for (; i < n; i++)
-                if (still_reading(v[i]))
-                    read_plain(t, v[i]);
     }
-}
-
-static void reads_cb(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd;
-    (void)what;
-    struct iothread *t = arg;
-    size_t n;
-    struct bufferevent **v = bevq_take(&t->reads, &n);
-    if (t->uring)
-        read_batched(t, v, n);
-    else
-        for (size_t i = 0; i < n; i++)
-            if (still_reading(v[i]))
-                read_plain(t, v[i]);
-    bevq_done(v, n);
+    for (; i < n; i++) /* the ring was given up */
+        if (still_reading(v[i]))
+            read_plain(t, v[i]);
 }
 
 static void read_ready(evutil_socket_t fd, short what, void *arg)
@@ -566,7 +555,7 @@ int sg_io_thread_enter(struct event_base *base, bool uring, int *uring_error)
         *uring_error = rc < 0 ? -rc : 0;
     }
     t->rbuf = malloc(t->uring ? READ_ARENA : READ_MAX);
-    if (!t->rbuf || bevq_init(&t->flush, base, flush_cb, t) < 0 || bevq_init(&t->reads, base, reads_cb, t) < 0) {
+    if (!t->rbuf || bevq_init(&t->flush, base, t, flush_all) < 0 || bevq_init(&t->reads, base, t, read_all) < 0) {
         tio = t;
         sg_io_thread_leave();
         return -1;
