@@ -42,16 +42,13 @@ KiB = 1024
 MiB = 1024 * 1024
 GiB = 1024 * MiB
 
-# SG_TEST_IO_URING=off (scripts/test's first pass) runs every Proxy with `io_uring: off`, so that
-# the suite covers both ways the workers do socket I/O; unset, the configuration decides (default
-# auto). A configuration that names io_uring itself keeps it.
-IO_URING = os.environ.get("SG_TEST_IO_URING")
-
-
-def with_test_io_uring(config_yaml):
-    if not IO_URING or re.search(r"^io_uring\s*:", config_yaml, re.M):
-        return config_yaml
-    return config_yaml.rstrip("\n") + "\nio_uring: %s\n" % IO_URING
+# SG_TEST_IO_URING=blocked (scripts/test's first pass) runs every Proxy under sg_no_io_uring
+# (no_io_uring.c, built with the tests), where io_uring_setup fails with EPERM as under Docker's
+# and containerd's default seccomp profiles: the workers then make plain system calls, so the
+# suite covers both ways they do socket I/O without touching any configuration.
+IO_URING_BLOCKED = os.environ.get("SG_TEST_IO_URING") == "blocked"
+NO_IO_URING_BIN = os.environ.get("SG_NO_IO_URING_BIN") or os.path.join(REPO, "build", "tests",
+                                                                        "sg_no_io_uring")
 
 
 SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
@@ -330,8 +327,10 @@ class Proxy:
     """Context manager running the real binary on a config text (port 0 everywhere)."""
 
     def __init__(self, config_yaml, env=None, listeners=None, ready_timeout=10.0,
-                 check_exit=True):
-        self.config_text = with_test_io_uring(config_yaml)
+                 check_exit=True, io_uring_blocked=None):
+        self.config_text = config_yaml
+        # None: as SG_TEST_IO_URING says; True/False: under sg_no_io_uring or not, whatever it says
+        self.io_uring_blocked = IO_URING_BLOCKED if io_uring_blocked is None else io_uring_blocked
         self.env = env
         self.listeners = listeners if listeners is not None else listener_names(config_yaml)
         self.ready_timeout = ready_timeout
@@ -354,8 +353,12 @@ class Proxy:
         out = open(self.stdout_path, "wb")
         err = open(self.stderr_path, "wb")
         try:
-            self.proc = spawn([BIN, "--ready-file", self.ready_path, "-c", self.config_path],
-                              stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env)
+            argv = [BIN, "--ready-file", self.ready_path, "-c", self.config_path]
+            if self.io_uring_blocked:
+                check(os.access(NO_IO_URING_BIN, os.X_OK),
+                      "SG_NO_IO_URING_BIN %r is not an executable" % NO_IO_URING_BIN)
+                argv = [NO_IO_URING_BIN] + argv
+            self.proc = spawn(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env)
         finally:
             out.close()
             err.close()

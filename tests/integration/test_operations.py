@@ -495,19 +495,25 @@ def kernel_allows_io_uring():
 
 def test_socket_io_mode_in_the_startup_line():
     """`io_uring: auto` (the default) batches socket I/O through io_uring exactly where the
-    kernel allows it, says which in the start-up line and shows the setting in /config;
-    `io_uring: off` makes one system call per read or write. Requests go through either way,
-    and a reload that changes the setting says it waits for a restart."""
+    kernel allows it, says which in the start-up line and shows the setting in /config; where
+    a seccomp filter refuses io_uring_setup (sg_no_io_uring, as Docker's and containerd's
+    default profiles do) it says so and makes plain system calls, as with `io_uring: off`.
+    Requests go through every way, and a reload that changes the setting says it waits for a
+    restart."""
     up = Upstream("mono")
     allowed = kernel_allows_io_uring()
-    for setting, want in (("auto", "socket I/O: io_uring" if allowed else
-                           "socket I/O: plain system calls (io_uring unavailable: "),
-                          ("off", "socket I/O: plain system calls (io_uring: off)")):
-        with Proxy(simple_cfg(up, extra={"io_uring": setting})) as p:
+    for setting, blocked, want in (
+            ("auto", False, "socket I/O: io_uring" if allowed else
+             "socket I/O: plain system calls (io_uring unavailable: "),
+            ("auto", True, "socket I/O: plain system calls (io_uring unavailable: "
+             "Operation not permitted)"),
+            ("off", False, "socket I/O: plain system calls (io_uring: off)")):
+        with Proxy(simple_cfg(up, extra={"io_uring": setting}), io_uring_blocked=blocked) as p:
             check(wait_until(lambda: "running with" in p.stderr(), 5), "no start-up line")
             line = [ln for ln in p.stderr().splitlines() if "running with" in ln][0]
-            check(want in line, "io_uring: %s: start-up line %r (want %r; this kernel %s io_uring)"
-                  % (setting, line, want, "allows" if allowed else "refuses"))
+            check(want in line, "io_uring: %s%s: start-up line %r (want %r; this kernel %s io_uring)"
+                  % (setting, " under seccomp" if blocked else "", line, want,
+                     "allows" if allowed else "refuses"))
             eq(request(p.admin, "GET", "/config").json().get("io_uring"), setting, "/config io_uring")
             for i in range(20):  # both workers, fresh and kept-alive connections
                 eq(request(p.addr(), "GET", "/r%d" % i, body=b"x" * (i * 1000)).status, 200,
