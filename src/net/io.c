@@ -461,15 +461,18 @@ static bool still_reading(struct bufferevent *bev)
 
 /* The turn's reads (queued with io_uring only), BATCH to an io_uring_enter,
  * each into its own slice of the arena; then, in the order the sockets were
- * reported readable, what each read means. The data of every read is taken from its socket before
- * any owner sees its own: an owner that stops another's reading in its
- * read callback (backpressure) gets that other's bytes in the input buffer
- * and its read callback called, as a bufferevent with deferred callbacks
- * would. */
+ * reported readable, what each read means. The data of every read is taken
+ * from its socket before any owner sees its own: an owner that stops
+ * another's reading in its read callback (backpressure) gets that other's
+ * bytes in the input buffer and its read callback called, as a bufferevent
+ * with deferred callbacks would. */
 static void read_all(struct iothread *t, struct bufferevent **v, size_t n)
 {
-    size_t slice = READ_ARENA / (n <= READ_ARENA / READ_MAX ? READ_ARENA / READ_MAX : n < BATCH ? n : BATCH);
-    size_t i = 0;
+    /* One slice per socket a batch reads, at least 8 (no read above
+     * READ_MAX) and at most BATCH: 64 KiB each for up to 8 sockets, 8 KiB
+     * each for 64 or more. */
+    size_t slices = n < READ_ARENA / READ_MAX ? READ_ARENA / READ_MAX : n > BATCH ? BATCH : n;
+    size_t slice = READ_ARENA / slices, i = 0;
     while (i < n && t->uring) {
         unsigned k = 0;
         for (; i < n && k < BATCH; i++) {
