@@ -15,9 +15,12 @@ the mirror nginx (bench/conf/upstream/) on CPU 1. Every round starts each varian
 alternating order, warms it up for 1 s, measures utime+stime of its process tree over the
 load run and divides by the requests completed. Prints every run, then the medians and, per
 round, each variant's ratio to the first. --syscalls adds the variant's system calls per
-request, counted with `perf stat -e raw_syscalls:sys_enter` over the middle of the run (needs
+request and context switches per request (how often its event loop went to sleep), counted
+with `perf stat -e raw_syscalls:sys_enter,context-switches` over the middle of the run (needs
 perf and tracepoints; the count slows the proxy a little, so CPU figures of such a run are
-not compared with others).
+not compared with others). Every run also prints the TCP segments sent per request, machine
+wide (Tcp OutSegs of /proc/net/snmp: the load, the proxy and the upstreams together; 4.00 for
+plain HTTP/1.1 keep-alive), and the delayed ACKs among them.
 
 Ports 18080, 18081-18084, 18089 and 18901 on 127.0.0.1, as bench/run's (refuses to start if
 one is taken). Every process it starts is stopped by its PID. Standard library only.
@@ -110,14 +113,27 @@ def run_load(kind, seconds):
     return int(m.group(1))
 
 
+def tcp_counters():
+    """Machine-wide TCP counters (/proc/net/snmp, netstat): segments sent, delayed ACKs sent."""
+    vals = {}
+    for path in ("/proc/net/snmp", "/proc/net/netstat"):
+        with open(path) as f:
+            lines = f.read().splitlines()
+        for head, body in zip(lines[::2], lines[1::2]):
+            for k, v in zip(head.split()[1:], body.split()[1:]):
+                vals[head.split(":")[0] + ":" + k] = int(v)
+    return vals.get("Tcp:OutSegs", 0), vals.get("TcpExt:DelayedACKs", 0)
+
+
 def count_syscalls(pid, seconds, box):
     """System calls of pid over `seconds`, one second into the load run."""
     time.sleep(1)
     pids = ",".join(str(p) for p in tree(pid))
-    out = subprocess.run(["perf", "stat", "-x,", "-e", "raw_syscalls:sys_enter", "-p", pids,
-                          "--", "sleep", str(seconds)], capture_output=True, text=True).stderr
-    m = re.search(r"^(\d+),", out, re.M)
-    box["n"] = int(m.group(1)) if m else None
+    out = subprocess.run(["perf", "stat", "-x,", "-e", "raw_syscalls:sys_enter,context-switches",
+                          "-p", pids, "--", "sleep", str(seconds)], capture_output=True, text=True).stderr
+    for key, event in (("n", "raw_syscalls:sys_enter"), ("cs", "context-switches")):
+        m = re.search(r"^(\d+),[^,]*,%s," % re.escape(event), out, re.M)
+        box[key] = int(m.group(1)) if m else None
 
 
 def start_variant(procs, v):
@@ -185,21 +201,26 @@ def main():
                 time.sleep(0.2)
                 run_load(args.load, 1)
                 u0, s0 = cpu_ticks(p.pid)
+                tcp0 = tcp_counters()
                 box, window = {}, max(1, args.seconds - 2)
                 if args.syscalls:
                     t = threading.Thread(target=count_syscalls, args=(p.pid, window, box))
                     t.start()
                 n = run_load(args.load, args.seconds)
                 u1, s1 = cpu_ticks(p.pid)
+                tcp = [b - a for a, b in zip(tcp0, tcp_counters())]
                 row = {"us": (u1 - u0 + s1 - s0) / TICK * 1e6 / n, "sys": (s1 - s0) / TICK * 1e6 / n,
-                       "rps": n / args.seconds}
+                       "rps": n / args.seconds, "segs": tcp[0] / n, "dack": tcp[1] / n}
                 if args.syscalls:
                     t.join()
                     row["sc"] = box["n"] / (row["rps"] * window) if box.get("n") else None
+                    row["cs"] = box["cs"] / (row["rps"] * window) if box.get("cs") is not None else None
                 results.setdefault(name, []).append(row)
-                print("round %d %-12s %7.2f us/req (sys %6.2f) %9.0f req/s%s" % (
-                    rd + 1, name, row["us"], row["sys"], row["rps"],
-                    "  %.2f syscalls/req" % row["sc"] if row.get("sc") else ""), flush=True)
+                print("round %d %-12s %7.2f us/req (sys %6.2f) %9.0f req/s  %.2f segments/req"
+                      " (%.3f delayed ACKs)%s" % (
+                    rd + 1, name, row["us"], row["sys"], row["rps"], row["segs"], row["dack"],
+                    "  %.2f syscalls/req, %.3f context switches/req" % (row["sc"], row["cs"] or 0)
+                    if row.get("sc") else ""), flush=True)
                 procs.stop(p)
     finally:
         procs.stop_all()
@@ -209,11 +230,14 @@ def main():
     for name in names:
         rows = results[name]
         ratios = [a["us"] / b["us"] for a, b in zip(rows, results[names[0]])]
-        print("%-12s %7.2f us/req (sys %6.2f) %9.0f req/s   %.3fx %s (per-round ratios %s)%s" % (
+        print("%-12s %7.2f us/req (sys %6.2f) %9.0f req/s %5.2f segments/req   %.3fx %s"
+              " (per-round ratios %s)%s" % (
             name, statistics.median(r["us"] for r in rows), statistics.median(r["sys"] for r in rows),
-            statistics.median(r["rps"] for r in rows), statistics.median(ratios), names[0],
-            " ".join("%.2f" % x for x in ratios),
-            "  %.2f syscalls/req" % statistics.median(r["sc"] for r in rows if r.get("sc"))
+            statistics.median(r["rps"] for r in rows), statistics.median(r["segs"] for r in rows),
+            statistics.median(ratios), names[0], " ".join("%.2f" % x for x in ratios),
+            "  %.2f syscalls/req, %.3f context switches/req" % (
+                statistics.median(r["sc"] for r in rows if r.get("sc")),
+                statistics.median(r["cs"] for r in rows if r.get("cs") is not None))
             if args.syscalls and any(r.get("sc") for r in rows) else ""))
 
 
