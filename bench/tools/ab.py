@@ -136,6 +136,15 @@ def count_syscalls(pid, seconds, box):
         box[key] = int(m.group(1)) if m else None
 
 
+def median_of(values):
+    vals = [v for v in values if v is not None]
+    return statistics.median(vals) if vals else None
+
+
+def per_req(v):
+    return "n/a" if v is None else "%.3f" % v
+
+
 def start_variant(procs, v):
     if v in ("nginx", "haproxy", "nghttpx"):
         if v == "nginx":
@@ -219,7 +228,7 @@ def main():
                 print("round %d %-12s %7.2f us/req (sys %6.2f) %9.0f req/s  %.2f segments/req"
                       " (%.3f delayed ACKs)%s" % (
                     rd + 1, name, row["us"], row["sys"], row["rps"], row["segs"], row["dack"],
-                    "  %.2f syscalls/req, %.3f context switches/req" % (row["sc"], row["cs"] or 0)
+                    "  %.2f syscalls/req, %s context switches/req" % (row["sc"], per_req(row["cs"]))
                     if row.get("sc") else ""), flush=True)
                 procs.stop(p)
     finally:
@@ -235,9 +244,9 @@ def main():
             name, statistics.median(r["us"] for r in rows), statistics.median(r["sys"] for r in rows),
             statistics.median(r["rps"] for r in rows), statistics.median(r["segs"] for r in rows),
             statistics.median(ratios), names[0], " ".join("%.2f" % x for x in ratios),
-            "  %.2f syscalls/req, %.3f context switches/req" % (
+            "  %.2f syscalls/req, %s context switches/req" % (
                 statistics.median(r["sc"] for r in rows if r.get("sc")),
-                statistics.median(r["cs"] for r in rows if r.get("cs") is not None))
+                per_req(median_of(r.get("cs") for r in rows)))
             if args.syscalls and any(r.get("sc") for r in rows) else ""))
 
 
