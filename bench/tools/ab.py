@@ -30,7 +30,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -39,64 +38,12 @@ import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(ROOT, "bench"))
+# bench/run's own process handling (stopped by PID, workers included) and /proc readers
+from bench import CLK_TCK, Procs, cpu_ticks, med, port_open, tree  # noqa: E402
+
 CONF = os.path.join(ROOT, "bench", "conf")
 PORTS = (18080, 18081, 18082, 18083, 18084, 18089, 18901)
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def port_open(port):
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-class Procs:
-    def __init__(self, tmp):
-        self.tmp, self.live = tmp, []
-
-    def start(self, argv, cpu):
-        log = open(os.path.join(self.tmp, "log"), "ab")
-        p = subprocess.Popen(["taskset", "-c", str(cpu)] + argv, stdout=subprocess.DEVNULL,
-                             stderr=log, start_new_session=True)
-        log.close()
-        self.live.append(p)
-        return p
-
-    def stop(self, p):
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-            try:
-                p.wait(5)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-        if p in self.live:
-            self.live.remove(p)
-
-    def stop_all(self):
-        for p in list(self.live):
-            self.stop(p)
-
-
-def tree(pid):
-    """/proc/PID/stat fields of pid and its children (nginx's and nghttpx's workers)."""
-    out = {}
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open("/proc/%s/stat" % d) as f:
-                st = f.read()
-        except OSError:
-            continue
-        fields = st[st.rindex(")") + 2:].split()
-        if int(d) == pid or int(fields[1]) == pid:
-            out[int(d)] = fields
-    return out
-
-
-def cpu_ticks(pid):
-    procs = tree(pid).values()
-    return sum(int(f[11]) for f in procs), sum(int(f[12]) for f in procs)
 
 
 def run_load(kind, seconds):
@@ -125,30 +72,28 @@ def tcp_counters():
     return vals.get("Tcp:OutSegs", 0), vals.get("TcpExt:DelayedACKs", 0)
 
 
-def count_syscalls(pid, seconds, box):
-    """System calls of pid over `seconds`, one second into the load run."""
+def count_syscalls(pids, seconds, box):
+    """System calls and context switches of the processes over `seconds`, one second into
+    the load run."""
     time.sleep(1)
-    pids = ",".join(str(p) for p in tree(pid))
     out = subprocess.run(["perf", "stat", "-x,", "-e", "raw_syscalls:sys_enter,context-switches",
-                          "-p", pids, "--", "sleep", str(seconds)], capture_output=True, text=True).stderr
+                          "-p", ",".join(str(p) for p in pids), "--", "sleep", str(seconds)],
+                         capture_output=True, text=True).stderr
     for key, event in (("n", "raw_syscalls:sys_enter"), ("cs", "context-switches")):
         m = re.search(r"^(\d+),[^,]*,%s," % re.escape(event), out, re.M)
         box[key] = int(m.group(1)) if m else None
 
 
-def median_of(values):
-    vals = [v for v in values if v is not None]
-    return statistics.median(vals) if vals else None
-
-
 def per_req(v):
-    return "n/a" if v is None else "%.3f" % v
+    return "n/a" if v is None or v != v else "%.3f" % v  # None or NaN: not counted
 
 
-def start_variant(procs, v):
+def start_variant(procs, tmp, v):
+    """Starts variant v on CPU 0, its stderr appended to tmp/log."""
+    log = os.path.join(tmp, "log")
     if v in ("nginx", "haproxy", "nghttpx"):
         if v == "nginx":
-            prefix = os.path.join(procs.tmp, "nginx")
+            prefix = os.path.join(tmp, "nginx")
             os.makedirs(os.path.join(prefix, "tmp"), exist_ok=True)
             argv = ["nginx", "-p", prefix + "/", "-e", "stderr", "-c",
                     os.path.join(CONF, "nginx", "plain.conf")]
@@ -157,11 +102,12 @@ def start_variant(procs, v):
                     "-f", os.path.join(CONF, "haproxy", "plain.cfg")]
         else:
             argv = ["nghttpx", "--conf=" + os.path.join(CONF, "nghttpx", "plain.conf")]
-        return v, procs.start(argv, 0)
+        return v, procs.start(argv, cpu=0, log=log, stdout=subprocess.DEVNULL)
     name, _, rest = v.partition("=")
     binary, _, config = rest.partition(":")
     config = config or os.path.join(CONF, "strangler", "plain.yaml")
-    return name, procs.start([binary, "-c", config, "--log-level", "warn"], 0)
+    return name, procs.start([binary, "-c", config, "--log-level", "warn"], cpu=0, log=log,
+                             stdout=subprocess.DEVNULL)
 
 
 def main():
@@ -181,7 +127,7 @@ def main():
     if busy:
         raise SystemExit("error: ports already in use on 127.0.0.1: %s" % busy)
     tmp = tempfile.mkdtemp(prefix="strangler-ab.")
-    procs = Procs(tmp)
+    procs = Procs()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     results = {}
     try:
@@ -189,7 +135,8 @@ def main():
             prefix = os.path.join(tmp, "up-" + name)
             os.makedirs(os.path.join(prefix, "tmp"))
             procs.start(["nginx", "-p", prefix + "/", "-e", "stderr", "-c",
-                         os.path.join(CONF, "upstream", name + ".conf")], 1)
+                         os.path.join(CONF, "upstream", name + ".conf")],
+                        cpu=1, log=os.path.join(tmp, "log"), stdout=subprocess.DEVNULL)
         end = time.monotonic() + 5
         while not (port_open(18081) and port_open(18083)):
             if time.monotonic() > end:
@@ -201,7 +148,7 @@ def main():
                 end = time.monotonic() + 5
                 while port_open(18080) and time.monotonic() < end:
                     time.sleep(0.05)
-                name, p = start_variant(procs, v)
+                name, p = start_variant(procs, tmp, v)
                 end = time.monotonic() + 5
                 while not port_open(18080):
                     if p.poll() is not None or time.monotonic() > end:
@@ -209,16 +156,17 @@ def main():
                     time.sleep(0.02)
                 time.sleep(0.2)
                 run_load(args.load, 1)
-                u0, s0 = cpu_ticks(p.pid)
+                pids = tree(p.pid)  # nginx's and nghttpx's workers, after the warm-up
+                all0, sys0 = cpu_ticks(pids), cpu_ticks(pids, kernel_only=True)
                 tcp0 = tcp_counters()
                 box, window = {}, max(1, args.seconds - 2)
                 if args.syscalls:
-                    t = threading.Thread(target=count_syscalls, args=(p.pid, window, box))
+                    t = threading.Thread(target=count_syscalls, args=(pids, window, box))
                     t.start()
                 n = run_load(args.load, args.seconds)
-                u1, s1 = cpu_ticks(p.pid)
+                all1, sys1 = cpu_ticks(pids), cpu_ticks(pids, kernel_only=True)
                 tcp = [b - a for a, b in zip(tcp0, tcp_counters())]
-                row = {"us": (u1 - u0 + s1 - s0) / TICK * 1e6 / n, "sys": (s1 - s0) / TICK * 1e6 / n,
+                row = {"us": (all1 - all0) / CLK_TCK * 1e6 / n, "sys": (sys1 - sys0) / CLK_TCK * 1e6 / n,
                        "rps": n / args.seconds, "segs": tcp[0] / n, "dack": tcp[1] / n}
                 if args.syscalls:
                     t.join()
@@ -246,7 +194,7 @@ def main():
             statistics.median(ratios), names[0], " ".join("%.2f" % x for x in ratios),
             "  %.2f syscalls/req, %s context switches/req" % (
                 statistics.median(r["sc"] for r in rows if r.get("sc")),
-                per_req(median_of(r.get("cs") for r in rows)))
+                per_req(med(r.get("cs") for r in rows)))
             if args.syscalls and any(r.get("sc") for r in rows) else ""))
 
 
