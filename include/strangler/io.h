@@ -9,11 +9,12 @@
  * sg_io_autoflush() gives a connected plaintext bufferevent that behaviour:
  * whatever is added to its output during a loop turn is written at the end
  * of that turn's callbacks, from the worker's own event (never from inside
- * the code that added it). When everything is written, the write interest
- * the bufferevent asked for is withdrawn before the changelist reaches
- * epoll, so no epoll_ctl happens; the owner's write callback runs as
- * libevent would run it. A short write or an error leaves the bufferevent
- * as it was: libevent's own write event takes over (and reports errors).
+ * the code that added it); the owner's write callback runs as libevent
+ * would run it, and errors go to its event callback. The bufferevent's
+ * write event stays added while the owner wants writing (so adds to the
+ * output do not add it, nor do writes delete it) but waits on no
+ * descriptor while the socket takes what is written; a short write points
+ * it at the socket until the rest is out.
  *
  * Reads: libevent 2.1 sizes every socket read with ioctl(FIONREAD) and caps
  * it at 4 KiB. sg_io_autoflush() also points the bufferevent's read event
@@ -32,7 +33,7 @@
  * Each operation carries MSG_DONTWAIT, so the kernel completes it during
  * the call (-EAGAIN where it would block) and nothing is in flight once the
  * call returns: buffers and bufferevents need to live only for the call,
- * and a short write falls back to libevent's write event as before. A
+ * and a short write waits for the write event as above. A
  * turn's system calls are then epoll_wait and two io_uring_enter, however
  * many connections it serves. Where a system call is dear (a virtual
  * machine that switches page tables on every entry), this is what puts

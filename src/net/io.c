@@ -49,6 +49,7 @@ struct bevq {
 
 struct sendop {
     struct bufferevent *bev;
+    size_t len; /* bytes offered */
     struct msghdr m;
     struct evbuffer_iovec v[SEND_IOV];
 };
@@ -224,14 +225,18 @@ int sg_io_uring_probe(void)
     return 0;
 }
 
+/* The result of an operation the ring never ran: it is queued again, and
+ * done with a plain system call. */
+#define NOT_RUN (-ECANCELED)
+
 /* Submits the k prepared operations and gathers their results into
  * t->res. A ring that fails in a way that is not transient is given up:
- * what it did not take is reported as -EAGAIN (nothing done, so libevent's
- * own events go on), and the thread continues with plain system calls. */
+ * what it did not take is reported as NOT_RUN, and the thread continues
+ * with plain system calls. */
 static void ring_run(struct iothread *t, unsigned k)
 {
     for (unsigned j = 0; j < k; j++)
-        t->res[j] = -EAGAIN;
+        t->res[j] = NOT_RUN;
     unsigned got = 0, tries = 0;
     while (got < k) {
         int rc = io_uring_submit_and_wait(&t->ring, 1);
@@ -265,33 +270,82 @@ static struct io_uring_sqe *ring_sqe(struct iothread *t, unsigned j)
 
 /* ---- writes --------------------------------------------------------------- */
 
+/* libevent's write event for a socket bufferevent is added only while its
+ * output holds something: every add to the output adds it (the output
+ * buffer's callback in bufferevent_sock.c) and the write that empties the
+ * output deletes it, two trips through libevent's event and changelist
+ * code per response even when the changelist cancels the pair before
+ * epoll sees it. Here the event stays added while the owner wants writing
+ * (so libevent's callback finds it pending and does nothing) and waits on
+ * no descriptor (-1: it never fires) as long as the socket takes what is
+ * written. A short write, or -EAGAIN, points it at the socket, where
+ * epoll reports when there is room and write_ready sends the rest; the
+ * write that empties the output points it back at nothing. */
+static void point_write(struct bufferevent *bev, evutil_socket_t fd);
+
+static bool write_on_socket(const struct bufferevent *bev)
+{
+    return event_get_fd(&bev->ev_write) >= 0;
+}
+
+/* Whether bev's owner wants writing and there is something to write. A
+ * bufferevent its owner freed while a queue still held it is written too,
+ * as libevent's own write event would have written it. */
 static bool flushable(const struct bufferevent *bev)
 {
-    /* No callbacks: freed, or parked between owners; leave it to libevent. */
-    if (!bev->readcb && !bev->writecb && !bev->errorcb)
-        return false;
     return (bev->enabled & EV_WRITE) && bev_waits(&bev->ev_write, EV_WRITE) &&
            evbuffer_get_length(bev->output) > 0 && bev_fd(bev) >= 0;
 }
 
 /* The front of bev's output as iovecs, if it is to be written now; returns
- * how many (0: nothing to write). */
-static int send_prepare(struct bufferevent *bev, struct evbuffer_iovec *v)
+ * how many (0: nothing to write) and, in *len, how many bytes they hold. */
+static int send_prepare(struct bufferevent *bev, struct evbuffer_iovec *v, size_t *len)
 {
-    if (!flushable(bev))
+    if (!flushable(bev)) {
+        /* Output while writing is off: when the owner turns it on, libevent
+         * adds the write event, which must then report the socket. */
+        if (evbuffer_get_length(bev->output) && bev_fd(bev) >= 0 && !write_on_socket(bev))
+            point_write(bev, bev_fd(bev));
         return 0;
+    }
     int n = evbuffer_peek(bev->output, -1, NULL, v, SEND_IOV);
-    return n <= 0 ? 0 : n > SEND_IOV ? SEND_IOV : n;
+    n = n <= 0 ? 0 : n > SEND_IOV ? SEND_IOV : n;
+    *len = 0;
+    for (int i = 0; i < n; i++)
+        *len += v[i].iov_len;
+    return n;
 }
 
-/* After `wrote` bytes of bev's output went to its socket: on as libevent's
- * write callback goes. wrote <= 0 (would block, or an error) leaves the
- * bufferevent as it was: libevent's write event takes over and reports
- * errors. */
-static void send_done(struct bufferevent *bev, ssize_t wrote)
+/* As libevent's write callback fails: writing stops, the event callback
+ * hears why (errno). */
+static void write_failed(struct bufferevent *bev, short what, int err)
 {
-    if (wrote <= 0)
+    bufferevent_disable(bev, EV_WRITE);
+    errno = err;
+    if (bev->errorcb)
+        bev->errorcb(bev, (short)(BEV_EVENT_WRITING | what), bev->cbarg);
+}
+
+/* What a send of `offered` bytes from the front of bev's output returned
+ * (bytes, or -errno), on as libevent's write callback goes: drained, and
+ * the owner's write callback past the low watermark; errors to the event
+ * callback. */
+static void send_done(struct iothread *t, struct bufferevent *bev, ssize_t wrote, size_t offered)
+{
+    if (wrote == NOT_RUN || wrote == -EINTR) {
+        bevq_push(&t->flush, bev);
         return;
+    }
+    if (wrote < 0 && wrote != -EAGAIN && wrote != -EWOULDBLOCK) {
+        write_failed(bev, BEV_EVENT_ERROR, (int)-wrote);
+        return;
+    }
+    if (wrote <= 0 || (size_t)wrote < offered) { /* the socket is full */
+        if (!write_on_socket(bev))
+            point_write(bev, bev_fd(bev));
+        if (wrote <= 0)
+            return;
+    }
     struct evbuffer *out = bev->output;
     /* Socket bufferevents keep the front of their output frozen and thaw it
      * around their own writes; so do we. */
@@ -299,8 +353,14 @@ static void send_done(struct bufferevent *bev, ssize_t wrote)
     evbuffer_drain(out, (size_t)wrote);
     evbuffer_freeze(out, 1);
     size_t left = evbuffer_get_length(out);
-    if (left == 0)
-        event_del(&bev->ev_write); /* as libevent's write callback does */
+    /* A write timeout counts from the last progress, as with libevent's
+     * event (whose every firing restarts it). */
+    if (evutil_timerisset(&bev->timeout_write) && bev_waits(&bev->ev_write, EV_WRITE))
+        event_add(&bev->ev_write, &bev->timeout_write);
+    if (!left && write_on_socket(bev))
+        point_write(bev, -1);
+    else if (left && (size_t)wrote == offered)
+        bevq_push(&t->flush, bev); /* it all went: more pieces than one send takes */
     if (bev->writecb && left <= bev->wm_write.low)
         bev->writecb(bev, bev->cbarg);
 }
@@ -308,10 +368,11 @@ static void send_done(struct bufferevent *bev, ssize_t wrote)
 /* send(2) for one piece, sendmsg(2) for several, where libevent would use
  * writev(2): the socket calls skip the file layer (position lock, access
  * checks) that read/write/writev go through on every call. */
-static void flush_plain(struct bufferevent *bev)
+static void flush_plain(struct iothread *t, struct bufferevent *bev)
 {
     struct evbuffer_iovec v[SEND_IOV];
-    int n = send_prepare(bev, v);
+    size_t len;
+    int n = send_prepare(bev, v, &len);
     if (!n)
         return;
     evutil_socket_t fd = bev_fd(bev);
@@ -322,7 +383,7 @@ static void flush_plain(struct bufferevent *bev)
         struct msghdr m = { .msg_iov = (struct iovec *)(void *)v, .msg_iovlen = (size_t)n };
         wrote = sendmsg(fd, &m, MSG_NOSIGNAL);
     }
-    send_done(bev, wrote);
+    send_done(t, bev, wrote < 0 ? -errno : wrote, len);
 }
 
 static bool in_batch(const struct sendop *ops, unsigned k, const struct bufferevent *bev)
@@ -348,7 +409,7 @@ static void flush_all(struct iothread *t, struct bufferevent **v, size_t n)
             /* Twice in one batch (written to again after another): the
              * second would send the same bytes; the next batch sees what
              * is left. */
-            int cnt = in_batch(t->sends, k, v[i]) ? 0 : send_prepare(v[i], op->v);
+            int cnt = in_batch(t->sends, k, v[i]) ? 0 : send_prepare(v[i], op->v, &op->len);
             if (!cnt)
                 continue;
             struct io_uring_sqe *sqe = ring_sqe(t, k);
@@ -364,12 +425,12 @@ static void flush_all(struct iothread *t, struct bufferevent **v, size_t n)
         }
         ring_run(t, k);
         for (unsigned j = 0; j < k; j++)
-            send_done(t->sends[j].bev, t->res[j]);
+            send_done(t, t->sends[j].bev, t->res[j], t->sends[j].len);
         for (unsigned j = 0; j < k; j++)
             t->sends[j].bev = NULL;
     }
     for (; i < n; i++)
-        flush_plain(v[i]);
+        flush_plain(t, v[i]);
 }
 
 static void out_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
@@ -482,7 +543,8 @@ static void read_all(struct iothread *t, struct bufferevent **v, size_t n)
         }
         ring_run(t, k);
         for (unsigned j = 0; j < k; j++)
-            read_done(t->rbev[j], t->rbuf + j * slice, t->res[j]);
+            if (t->res[j] != NOT_RUN) /* else the read event reports it again */
+                read_done(t->rbev[j], t->rbuf + j * slice, t->res[j]);
     }
     for (; i < n; i++) /* the ring was given up */
         if (still_reading(v[i]))
@@ -506,32 +568,62 @@ static void read_ready(evutil_socket_t fd, short what, void *arg)
     bufferevent_decref(bev);
 }
 
-/* Points the bufferevent's read event at read_ready, keeping whether it
- * was pending and its timeout. */
-static void take_reads(struct bufferevent *bev)
+/* ---- the events ----------------------------------------------------------- */
+
+/* The write event's callback, in place of libevent's: while the event
+ * waits on the socket (after a short write), it sends what is left with
+ * the turn's other writes; on a write timeout with output still waiting,
+ * it fails as libevent's would. */
+static void write_ready(evutil_socket_t fd, short what, void *arg)
 {
-    evutil_socket_t fd = bufferevent_getfd(bev);
-    if (fd < 0)
-        return;
-    struct timeval tv;
-    bool pending = event_pending(&bev->ev_read, EV_READ, NULL);
-    bool timed = evutil_timerisset(&bev->timeout_read);
-    tv = bev->timeout_read;
-    event_del(&bev->ev_read);
-    event_assign(&bev->ev_read, bufferevent_get_base(bev), fd, EV_READ | EV_PERSIST | EV_FINALIZE, read_ready, bev);
+    (void)fd;
+    struct bufferevent *bev = arg;
+    if (!evbuffer_get_length(bev->output))
+        return; /* a write timeout with nothing to write is not one */
+    if (what & EV_TIMEOUT) {
+        bufferevent_incref(bev);
+        write_failed(bev, BEV_EVENT_TIMEOUT, ETIMEDOUT);
+        bufferevent_decref(bev);
+    } else if (tio) {
+        bevq_push(&tio->flush, bev);
+    }
+}
+
+/* Points one of the bufferevent's events at `fd` and our callback, keeping
+ * whether it was pending and its timeout. */
+static void point_event(struct bufferevent *bev, struct event *ev, evutil_socket_t fd, short what,
+                        const struct timeval *timeout, event_callback_fn cb)
+{
+    bool pending = bev_waits(ev, what);
+    struct timeval tv = *timeout;
+    event_del(ev);
+    event_assign(ev, bufferevent_get_base(bev), fd, (short)(what | EV_PERSIST | EV_FINALIZE), cb, bev);
     if (pending)
-        event_add(&bev->ev_read, timed ? &tv : NULL);
+        event_add(ev, evutil_timerisset(&tv) ? &tv : NULL);
+}
+
+/* The write event waits on the socket (fd), or on nothing (-1). */
+static void point_write(struct bufferevent *bev, evutil_socket_t fd)
+{
+    point_event(bev, &bev->ev_write, fd, EV_WRITE, &bev->timeout_write, write_ready);
 }
 
 /* ---- setup ---------------------------------------------------------------- */
 
 void sg_io_autoflush(struct bufferevent *bev)
 {
-    if (!tio)
+    if (!tio || bev_fd(bev) < 0)
         return;
-    take_reads(bev);
-    if (!evbuffer_add_cb(bufferevent_get_output(bev), out_cb, bev))
+    if (!evbuffer_add_cb(bufferevent_get_output(bev), out_cb, bev)) {
         sg_warn("write-through unavailable for a connection (out of memory)");
+        return; /* libevent's own events serve it */
+    }
+    point_event(bev, &bev->ev_read, bev_fd(bev), EV_READ, &bev->timeout_read, read_ready);
+    point_write(bev, -1);
+    /* libevent adds its write event when the owner enables writing, and
+     * ours stays added from then. Enabled before this: added now. */
+    if ((bev->enabled & EV_WRITE) && !bev_waits(&bev->ev_write, EV_WRITE))
+        event_add(&bev->ev_write, evutil_timerisset(&bev->timeout_write) ? &bev->timeout_write : NULL);
     /* What was added before (a response queued while connecting) goes too. */
     if (evbuffer_get_length(bufferevent_get_output(bev)))
         bevq_push(&tio->flush, bev);

@@ -217,8 +217,8 @@ static void test_write_callback_writes_again(void **state)
     assert_memory_equal(got, "relayed", 7);
 }
 
-/* A peer that is gone: the error reaches the event callback (through
- * libevent's own write event), never a signal or a hang. */
+/* A peer that is gone: the error reaches the event callback as an error
+ * while writing, never a signal or a hang. */
 static void test_write_to_a_closed_peer(void **state)
 {
     struct fixture *f = *state;
@@ -229,6 +229,108 @@ static void test_write_to_a_closed_peer(void **state)
         turn(f);
     assert_true(f->c[0].events & BEV_EVENT_ERROR);
     assert_true(f->c[0].events & BEV_EVENT_WRITING);
+}
+
+/* More than the socket holds, to a peer that reads only later: the rest
+ * waits in the output and goes out, whole and in order, as the peer makes
+ * room (the write event is edge-triggered: it must report the full socket
+ * having room again). The write callback runs once, when all is out. */
+static void test_write_larger_than_the_socket(void **state)
+{
+    struct fixture *f = *state;
+    enum { TOTAL = 4 << 20 };
+    struct conn *c = &f->c[0];
+    unsigned char *blob = malloc(TOTAL), *got = malloc(TOTAL);
+    assert_non_null(blob);
+    assert_non_null(got);
+    for (size_t i = 0; i < TOTAL; i++)
+        blob[i] = (unsigned char)(i * 13 + i / 1000);
+    bufferevent_write(c->bev, blob, TOTAL);
+    turn(f);
+    assert_true(evbuffer_get_length(bufferevent_get_output(c->bev)) > 0); /* the socket is full */
+    assert_int_equal(c->writes, 0);
+    size_t have = 0;
+    for (int i = 0; i < 10000 && have < TOTAL; i++) {
+        have += drain_peer(c->peer, (char *)got + have, TOTAL - have);
+        turn(f);
+    }
+    assert_int_equal(have, TOTAL);
+    assert_memory_equal(got, blob, TOTAL);
+    assert_int_equal(c->writes, 1);
+    free(blob);
+    free(got);
+}
+
+/* An output of more pieces than one send takes (16): all of it goes out
+ * without the peer doing anything. */
+static void test_write_many_pieces(void **state)
+{
+    struct fixture *f = *state;
+    static const char piece[] = "0123456789";
+    struct conn *c = &f->c[0];
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    for (int i = 0; i < 50; i++) /* a chunk each */
+        evbuffer_add_reference(out, piece, 10, NULL, NULL);
+    for (int i = 0; i < 3; i++)
+        turn(f);
+    char got[1024];
+    assert_int_equal(drain_peer(c->peer, got, sizeof got), 500);
+    for (int i = 0; i < 50; i++)
+        assert_memory_equal(got + i * 10, piece, 10);
+    assert_int_equal(c->writes, 1);
+}
+
+/* Output added while the owner has writing off waits in the buffer and
+ * goes out once writing is on again (a plain bufferevent_enable). */
+static void test_write_while_writing_off(void **state)
+{
+    struct fixture *f = *state;
+    struct conn *c = &f->c[0];
+    char got[64];
+    bufferevent_disable(c->bev, EV_WRITE);
+    bufferevent_write(c->bev, "held", 4);
+    turn(f);
+    turn(f);
+    assert_int_equal(drain_peer(c->peer, got, sizeof got), 0);
+    bufferevent_enable(c->bev, EV_WRITE);
+    for (int i = 0; i < 3; i++)
+        turn(f);
+    assert_int_equal(drain_peer(c->peer, got, sizeof got), 4);
+    assert_memory_equal(got, "held", 4);
+    assert_int_equal(c->writes, 1);
+    /* ... and later writes go out at the end of their turn again. */
+    bufferevent_write(c->bev, "next", 4);
+    turn(f);
+    assert_int_equal(drain_peer(c->peer, got, sizeof got), 4);
+}
+
+/* Everything the peer sent before the first turn, more than one read
+ * takes, and nothing after: the read event is edge-triggered and reports
+ * the socket once, so the rest must be read without another report. */
+static void test_read_more_than_one_read_at_once(void **state)
+{
+    struct fixture *f = *state;
+    struct conn *c = &f->c[0];
+    int big = 1 << 20;
+    setsockopt(c->peer, SOL_SOCKET, SO_SNDBUF, &big, sizeof big);
+    enum { CAP = 1 << 20 };
+    unsigned char *blob = malloc(CAP);
+    assert_non_null(blob);
+    for (size_t i = 0; i < CAP; i++)
+        blob[i] = (unsigned char)(i * 11 + i / 777);
+    size_t sent = 0;
+    for (;;) {
+        ssize_t n = send(c->peer, blob + sent, CAP - sent, MSG_DONTWAIT);
+        if (n <= 0)
+            break;
+        sent += (size_t)n;
+    }
+    assert_true(sent > 64 * 1024); /* more than one read (READ_MAX) */
+    for (int i = 0; i < 50 && evbuffer_get_length(c->got) < sent; i++)
+        turn(f);
+    assert_int_equal(evbuffer_get_length(c->got), sent);
+    assert_memory_equal(evbuffer_pullup(c->got, -1), blob, sent);
+    free(blob);
 }
 
 static void send_requests(struct fixture *f, int round)
@@ -426,6 +528,10 @@ int main(void)
         BOTH(test_written_twice_in_a_turn),
         BOTH(test_write_callback_writes_again),
         BOTH(test_write_to_a_closed_peer),
+        BOTH(test_write_larger_than_the_socket),
+        BOTH(test_write_many_pieces),
+        BOTH(test_write_while_writing_off),
+        BOTH(test_read_more_than_one_read_at_once),
         BOTH(test_reads_from_many),
         BOTH(test_large_read),
         BOTH(test_eof),
