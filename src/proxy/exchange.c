@@ -21,6 +21,7 @@
 
 #include "strangler/access_log.h"
 #include "strangler/clock.h"
+#include "strangler/deadline.h"
 #include "strangler/h1.h"
 #include "strangler/h1_client.h"
 #include "strangler/h2_client.h"
@@ -69,8 +70,15 @@ struct sg_exchange {
     bool req_done, resp_started, resp_done, finished, ds_gone;
     int status;
     const char *error;
-    struct event route_timer, try_timer;
-    bool route_timer_on, try_timer_on;
+    /* The route's timeout, kept lazily (deadline.h): the timer stays on the
+     * event base across the exchanges that reuse this struct (ex_alloc),
+     * so a request that finishes in time adds nothing to libevent's timer
+     * heap and deletes nothing from it. */
+    struct event route_timer;
+    struct sg_deadline route_due;
+    bool route_timer_made;
+    struct event try_timer;
+    bool try_timer_on;
     uint64_t start_mono_us, start_wall_us;
     char request_id[REQUEST_ID_MAX + 1];
     size_t request_id_len;
@@ -137,7 +145,14 @@ static struct sg_exchange *ex_alloc(void)
     if (ex_cache.n) {
         struct ex_cached *c = &ex_cache.v[--ex_cache.n];
         struct sg_exchange *ex = c->ex;
+        /* The route timer may still be on the event base: its bytes stay. */
+        struct event timer = ex->route_timer;
+        bool made = ex->route_timer_made;
+        uint64_t fires_ms = ex->route_due.fires_ms;
         memset(ex, 0, sizeof *ex);
+        ex->route_timer = timer;
+        ex->route_timer_made = made;
+        ex->route_due.fires_ms = fires_ms;
         ex->up.h1c.head = c->head;
         ex->up.h1c.trailers = c->trailers;
         return ex;
@@ -166,10 +181,13 @@ static void ex_free_upstream(struct sg_exchange *ex, struct ex_cached *keep)
  * freed otherwise. */
 static void ex_dealloc(struct sg_exchange *ex, const struct ex_cached *keep)
 {
-    if (keep->ex)
+    if (keep->ex) {
         ex_cache.v[ex_cache.n++] = *keep;
-    else
-        free(ex);
+        return;
+    }
+    if (ex->route_timer_made)
+        event_del(&ex->route_timer);
+    free(ex);
 }
 
 void sg_exchange_thread_exit(void)
@@ -178,6 +196,8 @@ void sg_exchange_thread_exit(void)
         struct ex_cached *c = &ex_cache.v[--ex_cache.n];
         sg_h1_head_free(&c->head);
         sg_h1_head_free(&c->trailers);
+        if (c->ex->route_timer_made)
+            event_del(&c->ex->route_timer);
         free(c->ex);
     }
 }
@@ -227,7 +247,8 @@ static void timer_stop(struct event *ev, bool *on)
 static void route_timeout_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct sg_exchange *ex = arg;
-    ex->route_timer_on = false;
+    if (!sg_deadline_due(&ex->route_due, &ex->route_timer))
+        return; /* finished in time (or not yet due): nothing to do */
     ex->error = sg_err_timeout;
     if (ex->resp_started) {
         ex->ops->abort(ex->ds);
@@ -426,7 +447,13 @@ void sg_exchange_start(struct sg_exchange *ex)
     sg_retry_note_request(ex->w, ex->snap, ex->route);
     if (ex->route->n_mirrors)
         ex_start_shadows(ex);
-    timer_start(ex, &ex->route_timer, &ex->route_timer_on, ex->route->timeout_ms, route_timeout_cb);
+    if (ex->route->timeout_ms) {
+        if (!ex->route_timer_made) {
+            event_assign(&ex->route_timer, ex->w->base, -1, 0, route_timeout_cb, ex);
+            ex->route_timer_made = true;
+        }
+        sg_deadline_set(&ex->route_due, &ex->route_timer, ex->route->timeout_ms);
+    }
     if (ex->req.expect_continue && !ex->req_done)
         ex->ops->expect_continue(ex->ds);
     ex_attempt(ex);
@@ -822,7 +849,7 @@ static void up_upgrade(void *owner, const struct sg_headers *h)
 {
     struct sg_exchange *ex = owner;
     timer_stop(&ex->try_timer, &ex->try_timer_on);
-    timer_stop(&ex->route_timer, &ex->route_timer_on);
+    ex->route_due.due_ms = 0;
     ex->resp_started = ex->resp_done = true;
     ex->status = 101;
     ex->ops->head(ex->ds, 101, h, &ex->route->response_headers, -1, true);
@@ -891,7 +918,7 @@ static void ex_finish(struct sg_exchange *ex, bool close)
     if (ex->finished)
         return;
     ex->finished = true;
-    timer_stop(&ex->route_timer, &ex->route_timer_on);
+    ex->route_due.due_ms = 0;
     timer_stop(&ex->try_timer, &ex->try_timer_on);
     sg_acquire_cancel(&ex->acq);
     up_detach(ex);

@@ -196,6 +196,24 @@ def test_504_route_timeout():
         check(recs, "no access log line with status 504")
 
 
+def test_504_route_timeout_after_fast_requests():
+    """The route timer outlives a request that finished in time (the exchange that reuses its
+    memory keeps it, exchange.c): a later request on the same connection, started while an
+    earlier one's timer is still pending, times out a full timeout after its own start, neither
+    at the earlier one's deadline nor never."""
+    up = Upstream("delay")
+    with Proxy(simple(up, timeout="1s")) as p:
+        with Client(p.addr(), timeout=10) as c:
+            for i in range(3):
+                eq(c.request("GET", "/fast/%d" % i).status, 200, "fast request %d" % i)
+            time.sleep(0.6)  # the fast requests' deadlines pass 0.4 s into the next one
+            t0 = time.monotonic()
+            r = c.request("GET", "/delayed", [behave(delay=3)])
+            dt = time.monotonic() - t0
+        check_error(r, 504, "upstream slower than the route timeout")
+        check(0.8 <= dt <= 2.5, "504 after %.2fs with timeout 1s" % dt)
+
+
 # --- 400 ----------------------------------------------------------------------------------------
 
 SMUGGLE = b"GET /smuggled HTTP/1.1\r\nHost: t\r\n\r\n"
