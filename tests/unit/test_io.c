@@ -157,6 +157,16 @@ static void write_all(int fd, const char *p, size_t len)
     }
 }
 
+/* n bytes in a pattern that a lost, doubled or reordered piece breaks. */
+static unsigned char *pattern(size_t n, unsigned seed)
+{
+    unsigned char *p = malloc(n);
+    assert_non_null(p);
+    for (size_t i = 0; i < n; i++)
+        p[i] = (unsigned char)(i * seed + i / 1000);
+    return p;
+}
+
 /* One turn writes what every connection's owner added, in order, and
  * calls each write callback once its output is empty. */
 static void test_writes_go_out_in_one_turn(void **state)
@@ -240,11 +250,8 @@ static void test_write_larger_than_the_socket(void **state)
     struct fixture *f = *state;
     enum { TOTAL = 4 << 20 };
     struct conn *c = &f->c[0];
-    unsigned char *blob = malloc(TOTAL), *got = malloc(TOTAL);
-    assert_non_null(blob);
+    unsigned char *blob = pattern(TOTAL, 13), *got = malloc(TOTAL);
     assert_non_null(got);
-    for (size_t i = 0; i < TOTAL; i++)
-        blob[i] = (unsigned char)(i * 13 + i / 1000);
     bufferevent_write(c->bev, blob, TOTAL);
     turn(f);
     assert_true(evbuffer_get_length(bufferevent_get_output(c->bev)) > 0); /* the socket is full */
@@ -314,10 +321,7 @@ static void test_read_more_than_one_read_at_once(void **state)
     int big = 1 << 20;
     setsockopt(c->peer, SOL_SOCKET, SO_SNDBUF, &big, sizeof big);
     enum { CAP = 1 << 20 };
-    unsigned char *blob = malloc(CAP);
-    assert_non_null(blob);
-    for (size_t i = 0; i < CAP; i++)
-        blob[i] = (unsigned char)(i * 11 + i / 777);
+    unsigned char *blob = pattern(CAP, 11);
     size_t sent = 0;
     for (;;) {
         ssize_t n = send(c->peer, blob + sent, CAP - sent, MSG_DONTWAIT);
@@ -378,10 +382,7 @@ static void test_large_read(void **state)
 {
     struct fixture *f = *state;
     enum { TOTAL = 1 << 20 };
-    unsigned char *blob = malloc(TOTAL);
-    assert_non_null(blob);
-    for (size_t i = 0; i < TOTAL; i++)
-        blob[i] = (unsigned char)(i * 7 + i / 4096);
+    unsigned char *blob = pattern(TOTAL, 7);
     size_t sent = 0;
     for (int guard = 0; evbuffer_get_length(f->c[0].got) < TOTAL && guard < 10000; guard++) {
         if (sent < TOTAL) {
