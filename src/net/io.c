@@ -353,10 +353,6 @@ static void send_done(struct iothread *t, struct bufferevent *bev, ssize_t wrote
     evbuffer_drain(out, (size_t)wrote);
     evbuffer_freeze(out, 1);
     size_t left = evbuffer_get_length(out);
-    /* A write timeout counts from the last progress, as with libevent's
-     * event (whose every firing restarts it). */
-    if (evutil_timerisset(&bev->timeout_write) && bev_waits(&bev->ev_write, EV_WRITE))
-        event_add(&bev->ev_write, &bev->timeout_write);
     if (!left && write_on_socket(bev))
         point_write(bev, -1);
     else if (left && (size_t)wrote == offered)

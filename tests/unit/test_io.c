@@ -311,6 +311,31 @@ static void test_write_while_writing_off(void **state)
     assert_int_equal(drain_peer(c->peer, got, sizeof got), 4);
 }
 
+/* A write timeout (bufferevent_set_timeouts) reports output that makes no
+ * progress, as libevent's write event would, and nothing while there is
+ * nothing to write. */
+static void test_write_timeout(void **state)
+{
+    struct fixture *f = *state;
+    struct conn *c = &f->c[0];
+    struct timeval tv = { 0, 100 * 1000 };
+    bufferevent_set_timeouts(c->bev, NULL, &tv);
+    for (int i = 0; i < 30; i++) { /* idle three times the timeout */
+        usleep(10 * 1000);
+        turn(f);
+    }
+    assert_int_equal(c->events, 0);
+    enum { TOTAL = 4 << 20 };
+    unsigned char *blob = pattern(TOTAL, 3);
+    bufferevent_write(c->bev, blob, TOTAL); /* more than the socket holds; the peer never reads */
+    free(blob);
+    for (int i = 0; i < 300 && !c->events; i++) {
+        usleep(10 * 1000);
+        turn(f);
+    }
+    assert_int_equal(c->events, BEV_EVENT_WRITING | BEV_EVENT_TIMEOUT);
+}
+
 /* Everything the peer sent before the first turn, more than one read
  * takes, and nothing after: the read event is edge-triggered and reports
  * the socket once, so the rest must be read without another report. */
@@ -532,6 +557,7 @@ int main(void)
         BOTH(test_write_larger_than_the_socket),
         BOTH(test_write_many_pieces),
         BOTH(test_write_while_writing_off),
+        BOTH(test_write_timeout),
         BOTH(test_read_more_than_one_read_at_once),
         BOTH(test_reads_from_many),
         BOTH(test_large_read),
