@@ -73,10 +73,10 @@ struct sg_exchange {
     /* The route's timeout, kept lazily (deadline.h): the timer stays on the
      * event base across the exchanges that reuse this struct (ex_alloc),
      * so a request that finishes in time adds nothing to libevent's timer
-     * heap and deletes nothing from it. */
+     * heap and deletes nothing from it. Assigned on first use
+     * (event_initialized tells). */
     struct event route_timer;
     struct sg_deadline route_due;
-    bool route_timer_made;
     struct event try_timer;
     bool try_timer_on;
     uint64_t start_mono_us, start_wall_us;
@@ -147,11 +147,9 @@ static struct sg_exchange *ex_alloc(void)
         struct sg_exchange *ex = c->ex;
         /* The route timer may still be on the event base: its bytes stay. */
         struct event timer = ex->route_timer;
-        bool made = ex->route_timer_made;
         uint64_t fires_ms = ex->route_due.fires_ms;
         memset(ex, 0, sizeof *ex);
         ex->route_timer = timer;
-        ex->route_timer_made = made;
         ex->route_due.fires_ms = fires_ms;
         ex->up.h1c.head = c->head;
         ex->up.h1c.trailers = c->trailers;
@@ -185,7 +183,7 @@ static void ex_dealloc(struct sg_exchange *ex, const struct ex_cached *keep)
         ex_cache.v[ex_cache.n++] = *keep;
         return;
     }
-    if (ex->route_timer_made)
+    if (event_initialized(&ex->route_timer))
         event_del(&ex->route_timer);
     free(ex);
 }
@@ -196,7 +194,7 @@ void sg_exchange_thread_exit(void)
         struct ex_cached *c = &ex_cache.v[--ex_cache.n];
         sg_h1_head_free(&c->head);
         sg_h1_head_free(&c->trailers);
-        if (c->ex->route_timer_made)
+        if (event_initialized(&c->ex->route_timer))
             event_del(&c->ex->route_timer);
         free(c->ex);
     }
@@ -448,10 +446,8 @@ void sg_exchange_start(struct sg_exchange *ex)
     if (ex->route->n_mirrors)
         ex_start_shadows(ex);
     if (ex->route->timeout_ms) {
-        if (!ex->route_timer_made) {
+        if (!event_initialized(&ex->route_timer))
             event_assign(&ex->route_timer, ex->w->base, -1, 0, route_timeout_cb, ex);
-            ex->route_timer_made = true;
-        }
         sg_deadline_set(&ex->route_due, &ex->route_timer, ex->route->timeout_ms);
     }
     if (ex->req.expect_continue && !ex->req_done)
