@@ -612,40 +612,33 @@ def build_report(args, meta, runs, scenarios):
             t["rounds_met"] = sum(1 for r in rounds if meets(r, limit, cmp))
         targets.append(t)
 
-    def ratio_target(name, pair, limit, cmp, detail):
-        rounds = round_ratios(runs, *pair)
-        target(name, med(rounds), limit, cmp, detail, rounds)
-
     def s(scen, proxy, key):
         return medians.get(scen, {}).get(proxy, {}) and medians[scen][proxy].get(key)
 
+    units = {"cpu_us": (".1f", "us"), "rps": (".0f", "req/s"), "p50_ms": (".2f", "ms")}
+
+    def ratio_target(name, a, b, key, limit, cmp):
+        """Figure `key` of (scenario, proxy) a over b's, each ratio taken within a round."""
+        rounds = round_ratios(runs, a[0], a[1], key, b[0], b[1], key)
+        spec, unit = units[key]
+        detail = "%s vs %s %s" % (fmt(s(a[0], a[1], key), spec), fmt(s(b[0], b[1], key), spec), unit)
+        target(name, med(rounds), limit, cmp, detail, rounds)
+
+    own = ("h1", "strangler")
     if "h1" in scenarios:
-        ratio_target("h1 CPU/request <= 0.8x nginx",
-                     ("h1", "strangler", "cpu_us", "h1", "nginx", "cpu_us"), 0.8, "<=",
-                     "%s vs %s us" % (fmt(s("h1", "strangler", "cpu_us"), ".1f"),
-                                      fmt(s("h1", "nginx", "cpu_us"), ".1f")))
+        ratio_target("h1 CPU/request <= 0.8x nginx", own, ("h1", "nginx"), "cpu_us", 0.8, "<=")
         for peer in ("nginx", "haproxy"):
-            ratio_target("h1 req/s >= %s" % peer, ("h1", "strangler", "rps", "h1", peer, "rps"),
-                         1.0, ">=", "%s vs %s req/s" % (fmt(s("h1", "strangler", "rps"), ".0f"),
-                                                         fmt(s("h1", peer, "rps"), ".0f")))
+            ratio_target("h1 req/s >= %s" % peer, own, ("h1", peer), "rps", 1.0, ">=")
     if "h2c" in scenarios:
-        ratio_target("h2c CPU/request <= nghttpx",
-                     ("h2c", "strangler", "cpu_us", "h2c", "nghttpx", "cpu_us"), 1.0, "<=",
-                     "%s vs %s us" % (fmt(s("h2c", "strangler", "cpu_us"), ".1f"),
-                                      fmt(s("h2c", "nghttpx", "cpu_us"), ".1f")))
-        ratio_target("h2c req/s >= nghttpx", ("h2c", "strangler", "rps", "h2c", "nghttpx", "rps"),
-                     1.0, ">=", "%s vs %s req/s" % (fmt(s("h2c", "strangler", "rps"), ".0f"),
-                                                     fmt(s("h2c", "nghttpx", "rps"), ".0f")))
+        mine, theirs = ("h2c", "strangler"), ("h2c", "nghttpx")
+        ratio_target("h2c CPU/request <= nghttpx", mine, theirs, "cpu_us", 1.0, "<=")
+        ratio_target("h2c req/s >= nghttpx", mine, theirs, "rps", 1.0, ">=")
     if "mirror-fast" in scenarios and "h1" in scenarios:
-        ratio_target("mirror 100% CPU/request <= 1.8x own plain h1",
-                     ("mirror-fast", "strangler", "cpu_us", "h1", "strangler", "cpu_us"), 1.8, "<=",
-                     "%s vs %s us" % (fmt(s("mirror-fast", "strangler", "cpu_us"), ".1f"),
-                                      fmt(s("h1", "strangler", "cpu_us"), ".1f")))
+        ratio_target("mirror 100% CPU/request <= 1.8x own plain h1", ("mirror-fast", "strangler"),
+                     own, "cpu_us", 1.8, "<=")
     if "mirror-slow" in scenarios and "h1" in scenarios:
-        ratio_target("slow mirror: primary p50 <= 1.1x no-mirror p50",
-                     ("mirror-slow", "strangler", "p50_ms", "h1", "strangler", "p50_ms"), 1.1, "<=",
-                     "%s vs %s ms" % (fmt(s("mirror-slow", "strangler", "p50_ms"), ".2f"),
-                                      fmt(s("h1", "strangler", "p50_ms"), ".2f")))
+        ratio_target("slow mirror: primary p50 <= 1.1x no-mirror p50", ("mirror-slow", "strangler"),
+                     own, "p50_ms", 1.1, "<=")
     if "idle" in scenarios:
         v = s("idle", "strangler", "bytes_per_conn")
         target("idle keep-alive connection <= 1,000 bytes RSS", v, 1000, "<=",
