@@ -99,9 +99,9 @@ struct sg_h2s {
     char client[64];
     struct h2s_stream *streams;
     size_t n_streams, n_heads_open;
-    struct event timer, kick_ev;
+    struct event timer, kick_ev, hold_ev;
     enum timer_mode timer_mode;
-    bool closed, closing, broken, read_paused, got_request;
+    bool closed, closing, broken, read_paused, got_request, holding;
     bool drain_sent, goaway_final;
     struct sg_h2s *prev_conn, *next_conn;
 };
@@ -123,12 +123,27 @@ static struct evbuffer *conn_out(const struct sg_h2s *c)
     return bufferevent_get_output(c->bev);
 }
 
-/* Frames were queued from an exchange callback: send them on the next
- * loop turn, from the top of the stack. */
+/* Frames were queued from an exchange callback: send them from the top of
+ * the stack, later in this loop turn. While other streams of the
+ * connection are open, their responses are usually a loop turn away (the
+ * upstreams answer one after the other): the frames then wait for the next
+ * turn's callbacks (a timer of zero lets epoll_wait only look, never
+ * sleep) and go out with whatever those add, in one segment where each
+ * turn would send its own. nghttpx, which writes when epoll next reports
+ * the socket writable, batches the same way. */
 static void kick(struct sg_h2s *c)
 {
-    if (!c->closed)
-        event_active(&c->kick_ev, EV_WRITE, 0);
+    if (c->closed)
+        return;
+    if (c->n_streams > 1) {
+        if (!c->holding) {
+            static const struct timeval now = { 0, 0 };
+            c->holding = true;
+            event_add(&c->hold_ev, &now);
+        }
+        return;
+    }
+    event_active(&c->kick_ev, EV_WRITE, 0);
 }
 
 /* ---- streams -------------------------------------------------------------- */
@@ -684,6 +699,7 @@ static void conn_close(struct sg_h2s *c)
         stream_detach(st);
     event_del(&c->timer);
     event_del(&c->kick_ev);
+    event_del(&c->hold_ev);
     if (c->bev)
         bufferevent_free(c->bev);
     c->bev = NULL;
@@ -865,6 +881,17 @@ static void kick_cb(evutil_socket_t fd, short what, void *arg)
     conn_run(arg);
 }
 
+/* The next turn's timers run before the reads they polled (io.c batches
+ * those into an event of its own, activated by the sockets' callbacks):
+ * the kick goes behind them. */
+static void hold_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct sg_h2s *c = arg;
+    c->holding = false;
+    if (!c->closed)
+        event_active(&c->kick_ev, EV_WRITE, 0);
+}
+
 static void conn_drain(struct sg_h2s *c);
 
 /* header_timeout (no request yet, or a header block left open), idle
@@ -927,6 +954,7 @@ void sg_h2s_takeover(struct sg_listener_rt *l, struct bufferevent *bev, const ch
     snprintf(c->client, sizeof c->client, "%s", client_addr);
     event_assign(&c->timer, w->base, -1, 0, timer_cb, c);
     event_assign(&c->kick_ev, w->base, -1, 0, kick_cb, c);
+    event_assign(&c->hold_ev, w->base, -1, 0, hold_cb, c);
     bufferevent_setcb(bev, read_cb, write_cb, event_cb, c);
     bufferevent_setwatermark(bev, EV_READ, 0, IN_HIGH);
     bufferevent_setwatermark(bev, EV_WRITE, OUT_LOW, 0);

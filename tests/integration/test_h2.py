@@ -524,6 +524,22 @@ def test_stalled_stream_does_not_block_others_or_grow_memory():
         eq(len(rec), 1, "access-log line of the reset stream")
 
 
+def test_response_not_held_for_a_slower_stream():
+    """While other streams are open, a response waits one loop turn for theirs (to share a
+    segment with them); it must never wait for them to finish."""
+    up = Upstream("up")
+    with Proxy(h2_config(up)) as p, H2Client(p.addr()) as c:
+        slow = c.request("GET", "/api/slow", [("x-behave", json.dumps({"delay": 4}))])
+        wait_until(lambda: up.heads == 1, 5)
+        t0 = time.monotonic()
+        for i in range(3):
+            eq(echo_of(c.get("/api/fast%d" % i, timeout=3))["path"], "/api/fast%d" % i, "fast stream")
+        dt = time.monotonic() - t0
+        check(not c.streams[slow].done, "the slow stream finished first (%.1fs)" % dt)
+        check(dt < 2.5, "three fast responses next to a 4 s one took %.1fs" % dt)
+        eq(echo_of(c.wait_done(slow))["path"], "/api/slow", "slow stream")
+
+
 def test_slow_upstream_closes_the_request_window():
     up = Upstream("up", body_delay=2.0)
     body = os.urandom(48 * MiB)
