@@ -45,6 +45,7 @@
 #define STRANGLER_IO_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 struct bufferevent;
 struct event_base;
@@ -63,8 +64,15 @@ void sg_io_thread_leave(void);
 int sg_io_uring_probe(void);
 
 /* Connected plaintext socket bufferevent of this thread's base. A no-op on a
- * thread that did not enter. */
-void sg_io_autoflush(struct bufferevent *bev);
+ * thread that did not enter. False when out of memory: the bufferevent
+ * cannot write any more and is to be freed. */
+bool sg_io_autoflush(struct bufferevent *bev);
+
+/* bufferevent_setwatermark(bev, EV_READ, 0, high): reading stops while the
+ * input holds `high` bytes and resumes once the owner drained it below. On
+ * a bufferevent sg_io_autoflush() took, without libevent's watermark
+ * callback (which runs on every add to and every drain of the input). */
+void sg_io_read_high(struct bufferevent *bev, size_t high);
 
 /* bufferevent_enable() for the events not enabled yet: libevent re-adds an
  * event that is already on (an event_add each time), which a connection

@@ -635,8 +635,11 @@ static struct bufferevent *new_bev(struct sg_listener_rt *l, int fd)
         if (l->tls)
             return NULL;
         struct bufferevent *bev = bufferevent_socket_new(l->worker->base, fd, opts);
-        if (bev)
-            sg_io_autoflush(bev);
+        if (bev && !sg_io_autoflush(bev)) {
+            bufferevent_setfd(bev, -1); /* the caller closes fd */
+            bufferevent_free(bev);
+            return NULL;
+        }
         return bev;
     }
     SSL *ssl = SSL_new(ctx);
@@ -655,7 +658,7 @@ static struct bufferevent *new_bev(struct sg_listener_rt *l, int fd)
 static void attach_bev(struct sg_h1s *s)
 {
     bufferevent_setcb(s->bev, read_cb, write_cb, event_cb, s);
-    bufferevent_setwatermark(s->bev, EV_READ, 0, IN_HIGH);
+    sg_io_read_high(s->bev, IN_HIGH);
     bufferevent_setwatermark(s->bev, EV_WRITE, OUT_LOW, 0);
     bufferevent_enable(s->bev, EV_READ | EV_WRITE);
 }

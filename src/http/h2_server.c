@@ -44,6 +44,7 @@
 #include "strangler/clock.h"
 #include "strangler/exchange.h"
 #include "strangler/h1.h"
+#include "strangler/io.h"
 #include "strangler/log.h"
 #include "strangler/mem.h"
 #include "strangler/metrics.h"
@@ -956,7 +957,7 @@ void sg_h2s_takeover(struct sg_listener_rt *l, struct bufferevent *bev, const ch
     event_assign(&c->kick_ev, w->base, -1, 0, kick_cb, c);
     event_assign(&c->hold_ev, w->base, -1, 0, hold_cb, c);
     bufferevent_setcb(bev, read_cb, write_cb, event_cb, c);
-    bufferevent_setwatermark(bev, EV_READ, 0, IN_HIGH);
+    sg_io_read_high(bev, IN_HIGH);
     bufferevent_setwatermark(bev, EV_WRITE, OUT_LOW, 0);
     bufferevent_enable(bev, EV_READ | EV_WRITE);
     c->next_conn = tl_conns;

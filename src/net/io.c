@@ -14,6 +14,7 @@
 #include <liburing.h>
 
 #include <event2/buffer.h>
+#include <event2/buffer_compat.h>
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_struct.h>
 #include <event2/event.h>
@@ -443,20 +444,45 @@ static void out_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, vo
  * streamed body read 4 KiB at a time. The bufferevent's read event is
  * pointed at read_ready instead, which reads up to READ_MAX straight into
  * the input buffer, and otherwise behaves as libevent's: the high watermark
- * bounds the read (libevent's own input-buffer callback still suspends and
- * resumes reading around it), EOF and errors disable reading and go to the
+ * bounds the read (and holds reading until the owner drains the input;
+ * sg_io_read_high), EOF and errors disable reading and go to the
  * event callback, the read callback runs once the low watermark is
  * reached. */
 
+/* The input buffer's callback while reading waits for the input to drain
+ * below the high watermark (added by hold_reading, and only then: a
+ * callback on the input runs on every add and every drain). */
+static void in_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
+{
+    (void)info;
+    struct bufferevent *bev = arg;
+    size_t high = bev->wm_read.high;
+    if (high && evbuffer_get_length(buf) >= high)
+        return;
+    evbuffer_remove_cb(buf, in_cb, bev); /* safe: libevent steps past it first */
+    if ((bev->enabled & EV_READ) && bev_fd(bev) >= 0 && !bev_waits(&bev->ev_read, EV_READ))
+        event_add(&bev->ev_read, evutil_timerisset(&bev->timeout_read) ? &bev->timeout_read : NULL);
+}
+
+/* The input is at the high watermark: the read event waits (off epoll)
+ * until in_cb sees it drain. Without memory for the callback, the event
+ * stays and reports the socket again every turn until the owner drains. */
+static void hold_reading(struct bufferevent *bev)
+{
+    evbuffer_remove_cb(bev->input, in_cb, bev); /* held again after the owner re-enabled reading */
+    if (evbuffer_add_cb(bev->input, in_cb, bev))
+        event_del(&bev->ev_read);
+}
+
 /* How much bev may read now, at most `cap`; 0 when its input is at the
- * high watermark, whose callback resumes reading once it drains. */
+ * high watermark. */
 static size_t read_want(struct bufferevent *bev, size_t cap)
 {
     size_t high = bev->wm_read.high, len = evbuffer_get_length(bev->input);
     if (!high)
         return cap;
     if (len >= high) {
-        event_del(&bev->ev_read);
+        hold_reading(bev);
         return 0;
     }
     return high - len < cap ? high - len : cap;
@@ -606,13 +632,22 @@ static void point_write(struct bufferevent *bev, evutil_socket_t fd)
 
 /* ---- setup ---------------------------------------------------------------- */
 
-void sg_io_autoflush(struct bufferevent *bev)
+bool sg_io_autoflush(struct bufferevent *bev)
 {
     if (!tio || bev_fd(bev) < 0)
-        return;
-    if (!evbuffer_add_cb(bufferevent_get_output(bev), out_cb, bev)) {
-        sg_warn("write-through unavailable for a connection (out of memory)");
-        return; /* libevent's own events serve it */
+        return true;
+    /* libevent's own output callback (bufferevent_sock.c) adds the write
+     * event when output arrives and the event is not pending: ours always
+     * is while writing is on, so all it would do is ask, on every add.
+     * It is not exported, nor is its entry kept, so it cannot be removed
+     * alone: evbuffer_setcb(NULL) removes every callback of the buffer
+     * (buffer_compat.h), a socket bufferevent's output having only that
+     * one, and ours goes on. Without memory for ours, the bufferevent
+     * could not write at all. */
+    evbuffer_setcb(bev->output, NULL, NULL);
+    if (!evbuffer_add_cb(bev->output, out_cb, bev)) {
+        sg_warn("out of memory for a connection's write path");
+        return false;
     }
     point_event(bev, &bev->ev_read, bev_fd(bev), EV_READ, &bev->timeout_read, read_ready);
     point_write(bev, -1);
@@ -623,6 +658,20 @@ void sg_io_autoflush(struct bufferevent *bev)
     /* What was added before (a response queued while connecting) goes too. */
     if (evbuffer_get_length(bufferevent_get_output(bev)))
         bevq_push(&tio->flush, bev);
+    return true;
+}
+
+void sg_io_read_high(struct bufferevent *bev, size_t high)
+{
+    if (!tio || event_get_callback(&bev->ev_read) != read_ready) {
+        bufferevent_setwatermark(bev, EV_READ, 0, high);
+        return;
+    }
+    /* Without libevent's watermark callback (it would run on every add to
+     * and drain from the input, re-adding the read event each time): read
+     *_want never reads past `high`, and hold_reading waits for the drain. */
+    bufferevent_setwatermark(bev, EV_READ, 0, 0);
+    bev->wm_read.high = high;
 }
 
 void sg_io_enable(struct bufferevent *bev, short what)

@@ -423,8 +423,10 @@ static void connect_event_cb(struct bufferevent *bev, short what, void *arg)
     }
     int one = 1;
     setsockopt(bufferevent_getfd(bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    if (!c->pool->ssl_ctx)
-        sg_io_autoflush(bev);
+    if (!c->pool->ssl_ctx && !sg_io_autoflush(bev)) {
+        uconn_fail_waiter(c, sg_err_connect);
+        return;
+    }
     uconn_timer(c, 0);
     struct sg_acquire *a = c->waiter;
     c->waiter = NULL;

@@ -20,6 +20,7 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_struct.h> /* the read event, to see whether it waits */
 #include <event2/event.h>
 
 #include "strangler/io.h"
@@ -98,7 +99,7 @@ static int setup(void **state, bool uring)
         assert_non_null(c->bev);
         bufferevent_setcb(c->bev, rcb, wcb, ecb, c);
         bufferevent_enable(c->bev, EV_READ | EV_WRITE);
-        sg_io_autoflush(c->bev);
+        assert_true(sg_io_autoflush(c->bev));
     }
     *state = f;
     return 0;
@@ -444,14 +445,18 @@ static void keep_input(struct bufferevent *bev, void *arg)
 }
 
 /* The read high watermark bounds the input; reading resumes when the
- * owner drains it. */
-static void test_high_watermark(void **state)
+ * owner drains it. With sg_io_read_high, the read event is off epoll while
+ * the input is full (it would report the socket every turn), also after
+ * the owner turned reading off and on again meanwhile. */
+static void high_watermark(struct fixture *f, bool ours)
 {
-    struct fixture *f = *state;
     enum { HIGH = 1000, TOTAL = 10000 };
     struct conn *c = &f->c[0];
     bufferevent_setcb(c->bev, keep_input, wcb, ecb, c);
-    bufferevent_setwatermark(c->bev, EV_READ, 0, HIGH);
+    if (ours)
+        sg_io_read_high(c->bev, HIGH);
+    else
+        bufferevent_setwatermark(c->bev, EV_READ, 0, HIGH);
     char blob[TOTAL];
     memset(blob, 'x', sizeof blob);
     write_all(c->peer, blob, sizeof blob);
@@ -460,12 +465,35 @@ static void test_high_watermark(void **state)
         turn(f);
         struct evbuffer *in = bufferevent_get_input(c->bev);
         assert_true(evbuffer_get_length(in) <= HIGH);
+        if (ours && evbuffer_get_length(in) == HIGH && taken + HIGH < TOTAL) {
+            turn(f); /* the socket has more: this turn finds the input full */
+            assert_false(event_pending(&c->bev->ev_read, EV_READ, NULL));
+            if (i % 2) {
+                bufferevent_disable(c->bev, EV_READ);
+                bufferevent_enable(c->bev, EV_READ);
+                turn(f);
+                assert_false(event_pending(&c->bev->ev_read, EV_READ, NULL));
+            }
+        }
         if (i % 3 == 2) { /* the owner drains now and then */
             taken += evbuffer_get_length(in);
             evbuffer_drain(in, evbuffer_get_length(in));
+            if (ours)
+                assert_true(event_pending(&c->bev->ev_read, EV_READ, NULL));
         }
     }
     assert_int_equal(taken, TOTAL);
+}
+
+static void test_high_watermark(void **state)
+{
+    high_watermark(*state, true);
+}
+
+/* The same set with libevent's own call (its callback resumes reading). */
+static void test_high_watermark_libevent(void **state)
+{
+    high_watermark(*state, false);
 }
 
 static void pause_other(struct conn *c)
@@ -563,6 +591,7 @@ int main(void)
         BOTH(test_large_read),
         BOTH(test_eof),
         BOTH(test_high_watermark),
+        BOTH(test_high_watermark_libevent),
         BOTH(test_reading_stopped_by_another),
         BOTH(test_freed_by_another),
         cmocka_unit_test(test_probe),
