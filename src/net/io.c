@@ -668,8 +668,8 @@ void sg_io_read_high(struct bufferevent *bev, size_t high)
         return;
     }
     /* Without libevent's watermark callback (it would run on every add to
-     * and drain from the input, re-adding the read event each time): read
-     *_want never reads past `high`, and hold_reading waits for the drain. */
+     * and drain from the input, re-adding the read event each time):
+     * read_want never reads past `high`, hold_reading waits for the drain. */
     bufferevent_setwatermark(bev, EV_READ, 0, 0);
     bev->wm_read.high = high;
 }
