@@ -88,6 +88,12 @@ static bool bev_waits(const struct event *ev, short what)
     return (ev->ev_evcallback.evcb_flags & EVLIST_INSERTED) && (ev->ev_events & what);
 }
 
+/* event_add with a bufferevent's timeout (an unset one: none). */
+static void add_timed(struct event *ev, const struct timeval *timeout)
+{
+    event_add(ev, evutil_timerisset(timeout) ? timeout : NULL);
+}
+
 /* ---- the queues ----------------------------------------------------------- */
 
 static void bevq_push(struct bevq *q, struct bufferevent *bev)
@@ -461,7 +467,7 @@ static void in_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, voi
         return;
     evbuffer_remove_cb(buf, in_cb, bev); /* safe: libevent steps past it first */
     if ((bev->enabled & EV_READ) && bev_fd(bev) >= 0 && !bev_waits(&bev->ev_read, EV_READ))
-        event_add(&bev->ev_read, evutil_timerisset(&bev->timeout_read) ? &bev->timeout_read : NULL);
+        add_timed(&bev->ev_read, &bev->timeout_read);
 }
 
 /* The input is at the high watermark: the read event waits (off epoll)
@@ -621,7 +627,7 @@ static void point_event(struct bufferevent *bev, struct event *ev, evutil_socket
     event_del(ev);
     event_assign(ev, bufferevent_get_base(bev), fd, (short)(what | EV_PERSIST | EV_FINALIZE), cb, bev);
     if (pending)
-        event_add(ev, evutil_timerisset(&tv) ? &tv : NULL);
+        add_timed(ev, &tv);
 }
 
 /* The write event waits on the socket (fd), or on nothing (-1). */
@@ -654,7 +660,7 @@ bool sg_io_autoflush(struct bufferevent *bev)
     /* libevent adds its write event when the owner enables writing, and
      * ours stays added from then. Enabled before this: added now. */
     if ((bev->enabled & EV_WRITE) && !bev_waits(&bev->ev_write, EV_WRITE))
-        event_add(&bev->ev_write, evutil_timerisset(&bev->timeout_write) ? &bev->timeout_write : NULL);
+        add_timed(&bev->ev_write, &bev->timeout_write);
     /* What was added before (a response queued while connecting) goes too. */
     if (evbuffer_get_length(bufferevent_get_output(bev)))
         bevq_push(&tio->flush, bev);

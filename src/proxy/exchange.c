@@ -174,6 +174,14 @@ static void ex_free_upstream(struct sg_exchange *ex, struct ex_cached *keep)
     sg_ustream_free(&ex->up);
 }
 
+/* Before the memory of an exchange goes: its route timer may still be on
+ * the event base (it stays there across reuses, see ex_alloc). */
+static void route_timer_off(struct sg_exchange *ex)
+{
+    if (event_initialized(&ex->route_timer))
+        event_del(&ex->route_timer);
+}
+
 /* The exchange itself: kept for the next one when ex_free_upstream set it
  * aside (there was room then, and nothing since has used the cache),
  * freed otherwise. */
@@ -183,8 +191,7 @@ static void ex_dealloc(struct sg_exchange *ex, const struct ex_cached *keep)
         ex_cache.v[ex_cache.n++] = *keep;
         return;
     }
-    if (event_initialized(&ex->route_timer))
-        event_del(&ex->route_timer);
+    route_timer_off(ex);
     free(ex);
 }
 
@@ -194,8 +201,7 @@ void sg_exchange_thread_exit(void)
         struct ex_cached *c = &ex_cache.v[--ex_cache.n];
         sg_h1_head_free(&c->head);
         sg_h1_head_free(&c->trailers);
-        if (event_initialized(&c->ex->route_timer))
-            event_del(&c->ex->route_timer);
+        route_timer_off(c->ex);
         free(c->ex);
     }
 }
@@ -845,7 +851,7 @@ static void up_upgrade(void *owner, const struct sg_headers *h)
 {
     struct sg_exchange *ex = owner;
     timer_stop(&ex->try_timer, &ex->try_timer_on);
-    ex->route_due.due_ms = 0;
+    sg_deadline_set(&ex->route_due, &ex->route_timer, 0);
     ex->resp_started = ex->resp_done = true;
     ex->status = 101;
     ex->ops->head(ex->ds, 101, h, &ex->route->response_headers, -1, true);
@@ -914,7 +920,7 @@ static void ex_finish(struct sg_exchange *ex, bool close)
     if (ex->finished)
         return;
     ex->finished = true;
-    ex->route_due.due_ms = 0;
+    sg_deadline_set(&ex->route_due, &ex->route_timer, 0);
     timer_stop(&ex->try_timer, &ex->try_timer_on);
     sg_acquire_cancel(&ex->acq);
     up_detach(ex);
