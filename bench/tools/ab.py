@@ -20,7 +20,10 @@ with `perf stat -e raw_syscalls:sys_enter,context-switches` over the middle of t
 perf and tracepoints; the count slows the proxy a little, so CPU figures of such a run are
 not compared with others). Every run also prints the TCP segments sent per request, machine
 wide (Tcp OutSegs of /proc/net/snmp: the load, the proxy and the upstreams together; 4.00 for
-plain HTTP/1.1 keep-alive), and the delayed ACKs among them.
+plain HTTP/1.1 keep-alive), the delayed ACKs among them, and the load core's busy time per
+request (CPU 1 in /proc/stat, everything but idle and iowait: what the load generator and the
+upstreams spent, and so how far the proxy makes them work for a request; on this layout that
+core, not the proxy's, decides requests per second).
 
 Ports 18080, 18081-18084, 18089 and 18901 on 127.0.0.1, as bench/run's (refuses to start if
 one is taken). Every process it starts is stopped by its PID. Standard library only.
@@ -70,6 +73,16 @@ def tcp_counters():
             for k, v in zip(head.split()[1:], body.split()[1:]):
                 vals[head.split(":")[0] + ":" + k] = int(v)
     return vals.get("Tcp:OutSegs", 0), vals.get("TcpExt:DelayedACKs", 0)
+
+
+def core_busy(cpu):
+    """Busy time of one CPU so far, in clock ticks (/proc/stat: everything but idle and iowait)."""
+    with open("/proc/stat") as f:
+        for line in f:
+            if line.startswith("cpu%d " % cpu):
+                v = [int(x) for x in line.split()[1:]]
+                return sum(v[:8]) - v[3] - v[4]
+    return 0
 
 
 def count_syscalls(pids, seconds, box):
@@ -158,7 +171,7 @@ def main():
                 run_load(args.load, 1)
                 pids = tree(p.pid)  # nginx's and nghttpx's workers, after the warm-up
                 all0, sys0 = cpu_ticks(pids), cpu_ticks(pids, kernel_only=True)
-                tcp0 = tcp_counters()
+                tcp0, load0 = tcp_counters(), core_busy(1)
                 box, window = {}, max(1, args.seconds - 2)
                 if args.syscalls:
                     t = threading.Thread(target=count_syscalls, args=(pids, window, box))
@@ -166,16 +179,17 @@ def main():
                 n = run_load(args.load, args.seconds)
                 all1, sys1 = cpu_ticks(pids), cpu_ticks(pids, kernel_only=True)
                 tcp = [b - a for a, b in zip(tcp0, tcp_counters())]
+                load = (core_busy(1) - load0) / CLK_TCK * 1e6 / n
                 row = {"us": (all1 - all0) / CLK_TCK * 1e6 / n, "sys": (sys1 - sys0) / CLK_TCK * 1e6 / n,
-                       "rps": n / args.seconds, "segs": tcp[0] / n, "dack": tcp[1] / n}
+                       "rps": n / args.seconds, "segs": tcp[0] / n, "dack": tcp[1] / n, "load": load}
                 if args.syscalls:
                     t.join()
                     row["sc"] = box["n"] / (row["rps"] * window) if box.get("n") else None
                     row["cs"] = box["cs"] / (row["rps"] * window) if box.get("cs") is not None else None
                 results.setdefault(name, []).append(row)
-                print("round %d %-12s %7.2f us/req (sys %6.2f) %9.0f req/s  %.2f segments/req"
-                      " (%.3f delayed ACKs)%s" % (
-                    rd + 1, name, row["us"], row["sys"], row["rps"], row["segs"], row["dack"],
+                print("round %d %-12s %7.2f us/req (sys %6.2f) %9.0f req/s  load core %5.2f us/req"
+                      "  %.2f segments/req (%.3f delayed ACKs)%s" % (
+                    rd + 1, name, row["us"], row["sys"], row["rps"], row["load"], row["segs"], row["dack"],
                     "  %.2f syscalls/req, %s context switches/req" % (row["sc"], per_req(row["cs"]))
                     if row.get("sc") else ""), flush=True)
                 procs.stop(p)
@@ -187,10 +201,11 @@ def main():
     for name in names:
         rows = results[name]
         ratios = [a["us"] / b["us"] for a, b in zip(rows, results[names[0]])]
-        print("%-12s %7.2f us/req (sys %6.2f) %9.0f req/s %5.2f segments/req   %.3fx %s"
-              " (per-round ratios %s)%s" % (
+        print("%-12s %7.2f us/req (sys %6.2f) %9.0f req/s  load core %5.2f us/req %5.2f segments/req"
+              "   %.3fx %s (per-round ratios %s)%s" % (
             name, statistics.median(r["us"] for r in rows), statistics.median(r["sys"] for r in rows),
-            statistics.median(r["rps"] for r in rows), statistics.median(r["segs"] for r in rows),
+            statistics.median(r["rps"] for r in rows), statistics.median(r["load"] for r in rows),
+            statistics.median(r["segs"] for r in rows),
             statistics.median(ratios), names[0], " ".join("%.2f" % x for x in ratios),
             "  %.2f syscalls/req, %s context switches/req" % (
                 statistics.median(r["sc"] for r in rows if r.get("sc")),
