@@ -12,6 +12,9 @@
 #include "strangler/admin.h"
 #include "strangler/compare.h"
 #include "strangler/config.h"
+#include "strangler/h1_client.h"
+#include "strangler/h1_server.h"
+#include "strangler/h2_server.h"
 #include "strangler/health.h"
 #include "strangler/io.h"
 #include "strangler/listen.h"
@@ -294,6 +297,9 @@ static int start(struct app *a, const struct options *o)
         sg_error("%s", err);
         return -1;
     }
+    sg_h1s_io_register(); /* the parsers io.c may hand reads to */
+    sg_h1c_io_register();
+    sg_h2s_io_register();
     a->srv.n_workers = cfg->workers;
     a->srv.workers = calloc(cfg->workers, sizeof *a->srv.workers);
     a->srv.on_worker_exit = on_worker_exit;

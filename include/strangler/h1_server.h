@@ -11,6 +11,9 @@ struct sg_h1s;
 
 /* Takes ownership of an accepted socket. */
 void sg_h1s_accept(struct sg_listener_rt *l, int fd, const struct sockaddr *peer, int peerlen);
+/* Lets io.c hand a read's bytes to the request parser before they reach
+ * the input buffer (sg_io_direct). Once, before the workers start. */
+void sg_h1s_io_register(void);
 /* Draining: close idle connections now, busy ones after their response. */
 void sg_h1s_drain_all(struct sg_worker *w);
 /* Closes every connection at once (end of drain_timeout). */

@@ -21,6 +21,10 @@ struct sg_worker;
  * the connection is closed and uncounted here. */
 void sg_h2s_takeover(struct sg_listener_rt *l, struct bufferevent *bev, const char *client_addr);
 
+/* Lets io.c hand a read's bytes to nghttp2 before they reach the input
+ * buffer (sg_io_direct). Once, before the workers start. */
+void sg_h2s_io_register(void);
+
 /* Draining (SIGTERM): every session gets a graceful GOAWAY (RFC 9113 6.8:
  * a notice first, the final last-stream-id one round trip later); streams
  * already opened finish, then the connection closes. */

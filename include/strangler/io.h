@@ -80,4 +80,20 @@ void sg_io_read_high(struct bufferevent *bev, size_t high);
  * timeouts set (re-adding would restart those). */
 void sg_io_enable(struct bufferevent *bev, short what);
 
+/* A read callback's parser, handed the bytes of a read before they are
+ * added to the input buffer: when the input is empty, a bufferevent that
+ * sg_io_autoflush() took and whose read callback is `readcb` has its
+ * bytes given to `direct` (with the callback's argument) instead. It
+ * returns how many of them it consumed, having done with those what the
+ * read callback would have done; the rest go into the input and the read
+ * callback runs as before (after `direct` returned, so what it left is
+ * still there for it). A request or a response that arrives in one read
+ * is then parsed where it was read: no buffer chain allocated, filled,
+ * peeked at and freed for it. `direct` must leave alone what it cannot
+ * take (returning 0 is always right) and may consume everything only when
+ * the read callback would find nothing left to do. At most 4
+ * registrations, made before any worker runs. */
+typedef size_t (*sg_io_direct_fn)(struct bufferevent *bev, const char *p, size_t n, void *arg);
+void sg_io_direct(void (*readcb)(struct bufferevent *bev, void *arg), sg_io_direct_fn direct);
+
 #endif

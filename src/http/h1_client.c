@@ -153,23 +153,32 @@ static bool h1c_dispatch(struct sg_h1c *c)
     return true;
 }
 
+/* One contiguous piece through llhttp: *used is what it took (less than n
+ * where it paused at the end of a head or of the response). False when the
+ * response is malformed and the owner has been told. */
+static bool h1c_execute(struct sg_h1c *c, const char *p, size_t n, size_t *used)
+{
+    c->got_bytes = true;
+    llhttp_errno_t err = llhttp_execute(&c->parser, p, n);
+    *used = n;
+    if (err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE)
+        *used = (size_t)(llhttp_get_error_pos(&c->parser) - p);
+    else if (err != HPE_OK) {
+        c->ops->error(c->owner, sg_err_invalid_response);
+        return false;
+    }
+    return true;
+}
+
 static void h1c_parse(struct sg_h1c *c)
 {
     struct evbuffer *in = bufferevent_get_input(c->uc->bev);
     unsigned gen = c->gen;
     while (c->gen == gen && !c->paused && evbuffer_get_length(in) > 0) {
         struct evbuffer_iovec v;
-        if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
-            break;
-        c->got_bytes = true;
-        llhttp_errno_t err = llhttp_execute(&c->parser, v.iov_base, v.iov_len);
-        size_t used = v.iov_len;
-        if (err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE)
-            used = (size_t)(llhttp_get_error_pos(&c->parser) - (const char *)v.iov_base);
-        else if (err != HPE_OK) {
-            c->ops->error(c->owner, sg_err_invalid_response);
+        size_t used;
+        if (evbuffer_peek(in, -1, NULL, &v, 1) < 1 || !h1c_execute(c, v.iov_base, v.iov_len, &used))
             return;
-        }
         evbuffer_drain(in, used);
         if (c->msg_done && evbuffer_get_length(in) > 0)
             c->reusable = false; /* bytes after the response: never reuse */
@@ -181,6 +190,35 @@ static void h1c_parse(struct sg_h1c *c)
 static void h1c_read_cb(struct bufferevent *bev, void *arg)
 {
     h1c_parse(arg);
+}
+
+/* h1c_parse on bytes io.c has not added to the (empty) input yet
+ * (sg_io_direct). What is left once the client is detached, paused or
+ * done goes into the input, as it would have stayed there: for the next
+ * owner of a connection upgraded to a tunnel, or to make the pool drop a
+ * connection that sent more than its response. After a malformed
+ * response the bytes go nowhere (the owner has dropped the connection). */
+static size_t h1c_direct(struct bufferevent *bev, const char *p, size_t n, void *arg)
+{
+    struct sg_h1c *c = arg;
+    unsigned gen = c->gen;
+    size_t done = 0;
+    while (c->gen == gen && !c->paused && done < n) {
+        size_t used;
+        if (!h1c_execute(c, p + done, n - done, &used))
+            return n;
+        done += used;
+        if (c->msg_done && done < n)
+            c->reusable = false;
+        if (c->pending != SG_H1C_NONE && !h1c_dispatch(c))
+            break;
+    }
+    return done;
+}
+
+void sg_h1c_io_register(void)
+{
+    sg_io_direct(h1c_read_cb, h1c_direct);
 }
 
 static void h1c_write_cb(struct bufferevent *bev, void *arg)

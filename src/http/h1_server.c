@@ -298,14 +298,20 @@ static bool stays_h1(struct sg_h1s *s, struct evbuffer *in)
     return false;
 }
 
+/* Whether the input is for the reader now: not while a response is
+ * awaited (pipelined requests wait their turn) or the socket is a tunnel. */
+static bool may_parse(const struct sg_h1s *s)
+{
+    return !s->closing && !s->closed && s->state != ST_WAIT && s->state != ST_TUNNEL;
+}
+
 static void h1s_process(struct sg_h1s *s)
 {
     if (s->closed || s->in_parse || !stays_h1(s, bufferevent_get_input(s->bev)))
         return;
     s->in_parse = true;
     struct evbuffer *in = bufferevent_get_input(s->bev);
-    while (!s->closing && !s->closed && s->state != ST_WAIT && s->state != ST_TUNNEL &&
-           evbuffer_get_length(in) > 0)
+    while (may_parse(s) && evbuffer_get_length(in) > 0)
         if (!parse_chunk(s, in))
             break;
     s->in_parse = false;
@@ -316,6 +322,37 @@ static void h1s_process(struct sg_h1s *s)
 static void read_cb(struct bufferevent *bev, void *arg)
 {
     h1s_process(arg);
+}
+
+/* read_cb's work on bytes io.c has not added to the (empty) input yet
+ * (sg_io_direct): what the reader takes never enters the input buffer;
+ * the rest (a pipelined request behind a complete one, or bytes after an
+ * error) goes there and read_cb runs next. A new plaintext connection's
+ * first bytes take the input path, where the HTTP/2 preface is looked
+ * for. */
+static size_t h1s_direct(struct bufferevent *bev, const char *p, size_t n, void *arg)
+{
+    struct sg_h1s *s = arg;
+    if (s->closed || s->in_parse || !s->proto_known)
+        return 0;
+    s->in_parse = true;
+    size_t used = 0;
+    while (used < n && may_parse(s)) {
+        enum sg_h1_read res;
+        used += sg_h1_reader_feed(&s->rd, p + used, n - used, &res);
+        sg_h1_reader_settle(&s->rd);
+        if (res != SG_H1_READ_MORE)
+            break;
+    }
+    s->in_parse = false;
+    if (!s->closed && !s->closing)
+        update_read(s);
+    return used;
+}
+
+void sg_h1s_io_register(void)
+{
+    sg_io_direct(read_cb, h1s_direct);
 }
 
 static void write_cb(struct bufferevent *bev, void *arg)

@@ -861,6 +861,36 @@ static void read_cb(struct bufferevent *bev, void *arg)
     conn_run(arg);
 }
 
+/* conn_run on bytes io.c has not added to the (empty) input yet
+ * (sg_io_direct): nghttp2 reads them where they are; what it does not
+ * take while the output is full goes into the input for read_cb. */
+static size_t h2s_direct(struct bufferevent *bev, const char *p, size_t n, void *arg)
+{
+    struct sg_h2s *c = arg;
+    if (c->closed || c->closing)
+        return 0;
+    size_t done = 0;
+    while (!c->broken && done < n && evbuffer_get_length(conn_out(c)) < OUT_HIGH) {
+        ssize_t r = nghttp2_session_mem_recv(c->ngh, (const uint8_t *)p + done, n - done);
+        if (r < 0) { /* as in conn_recv: what is left goes nowhere */
+            sg_debug("h2 client %s: %s", c->client, nghttp2_strerror((int)r));
+            done = n;
+            c->broken = true;
+            break;
+        }
+        done += (size_t)r;
+        if (!conn_send(c))
+            c->broken = true;
+    }
+    conn_settle(c);
+    return done;
+}
+
+void sg_h2s_io_register(void)
+{
+    sg_io_direct(read_cb, h2s_direct);
+}
+
 static void write_cb(struct bufferevent *bev, void *arg)
 {
     struct sg_h2s *c = arg;

@@ -501,12 +501,48 @@ static void read_failed(struct bufferevent *bev, short what)
         bev->errorcb(bev, (short)(BEV_EVENT_READING | what), bev->cbarg);
 }
 
+/* sg_io_direct's registrations: written before the workers start, read
+ * only afterwards. */
+#define DIRECT_MAX 4
+static struct {
+    void (*readcb)(struct bufferevent *, void *);
+    sg_io_direct_fn fn;
+} directs[DIRECT_MAX];
+
+void sg_io_direct(void (*readcb)(struct bufferevent *bev, void *arg), sg_io_direct_fn direct)
+{
+    for (size_t i = 0; i < DIRECT_MAX; i++)
+        if (!directs[i].readcb || directs[i].readcb == readcb) {
+            directs[i].readcb = readcb;
+            directs[i].fn = direct;
+            return;
+        }
+    abort(); /* a programming error: more parsers than DIRECT_MAX */
+}
+
+/* How much of buf the owner's parser took where it lies (sg_io_direct):
+ * only into an empty input, and only for a read callback with a parser. */
+static size_t read_direct(struct bufferevent *bev, const char *buf, size_t n)
+{
+    if (!bev->readcb || bev->wm_read.low || evbuffer_get_length(bev->input))
+        return 0;
+    for (size_t i = 0; i < DIRECT_MAX && directs[i].readcb; i++)
+        if (directs[i].readcb == bev->readcb)
+            return directs[i].fn(bev, buf, n, bev->cbarg);
+    return 0;
+}
+
 /* What a read into buf returned, n bytes (0: EOF; < 0: -errno), as
  * libevent's read callback would pass it on. */
 static void read_done(struct bufferevent *bev, const char *buf, ssize_t n)
 {
     if (n > 0) {
         struct evbuffer *in = bev->input;
+        size_t used = read_direct(bev, buf, (size_t)n);
+        if (used >= (size_t)n)
+            return;
+        buf += used;
+        n -= (ssize_t)used;
         evbuffer_unfreeze(in, 0);
         int rc = evbuffer_add(in, buf, (size_t)n);
         evbuffer_freeze(in, 0);

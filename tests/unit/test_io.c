@@ -37,6 +37,13 @@ struct conn {
     struct conn *other; /* for callbacks that act on another connection */
     void (*on_read)(struct conn *c);
     void (*on_write)(struct conn *c);
+    /* sg_io_direct: how much the parser takes of what it is handed, what
+     * it took, how often it was asked, and whether it then stops the
+     * owner's callbacks (as an owner that closes the connection does) */
+    size_t direct_take;
+    struct evbuffer *direct_got;
+    unsigned directs;
+    bool direct_unhook;
 };
 
 struct fixture {
@@ -552,6 +559,77 @@ static void test_freed_by_another(void **state)
     assert_true((a->bev == NULL) != (b->bev == NULL));
 }
 
+/* A read callback with a parser (sg_io_direct): registered once, for
+ * this function only; the other connections keep rcb. */
+static void rcb_direct(struct bufferevent *bev, void *arg)
+{
+    rcb(bev, arg);
+}
+
+static size_t direct(struct bufferevent *bev, const char *p, size_t n, void *arg)
+{
+    struct conn *c = arg;
+    size_t take = c->direct_take < n ? c->direct_take : n;
+    c->directs++;
+    evbuffer_add(c->direct_got, p, take);
+    if (c->direct_unhook)
+        bufferevent_setcb(bev, NULL, NULL, NULL, NULL);
+    return take;
+}
+
+static void expect(struct evbuffer *b, const char *want)
+{
+    assert_int_equal(evbuffer_get_length(b), strlen(want));
+    assert_memory_equal(evbuffer_pullup(b, -1), want, strlen(want));
+}
+
+/* A read into an empty input goes to the parser first; what it leaves
+ * goes into the input and to the read callback, which is not called when
+ * the parser took everything. Into an input that holds bytes already, the
+ * read goes the usual way (the parser would see them out of order). */
+static void test_direct_parser(void **state)
+{
+    struct fixture *f = *state;
+    sg_io_direct(rcb_direct, direct);
+    struct conn *all = &f->c[0], *part = &f->c[1], *held = &f->c[2], *gone = &f->c[3];
+    for (int i = 0; i < 4; i++) {
+        f->c[i].direct_got = evbuffer_new();
+        bufferevent_setcb(f->c[i].bev, rcb_direct, wcb, ecb, &f->c[i]);
+    }
+    all->direct_take = SIZE_MAX;
+    part->direct_take = 3;
+    held->direct_take = SIZE_MAX;
+    gone->direct_take = 2;
+    gone->direct_unhook = true;
+    struct evbuffer *held_in = bufferevent_get_input(held->bev);
+    evbuffer_unfreeze(held_in, 0); /* a socket bufferevent's input takes adds from libevent only */
+    assert_int_equal(evbuffer_add(held_in, "old;", 4), 0);
+    evbuffer_freeze(held_in, 0);
+    write_all(all->peer, "whole", 5);
+    write_all(part->peer, "headbody", 8);
+    write_all(held->peer, "new", 3);
+    write_all(gone->peer, "ab-rest", 7);
+    turn(f);
+    turn(f);
+    expect(all->direct_got, "whole");
+    assert_int_equal(all->reads, 0);
+    expect(part->direct_got, "hea");
+    expect(part->got, "dbody");
+    assert_int_equal(part->reads, 1);
+    assert_int_equal(held->directs, 0);
+    expect(held->got, "old;new");
+    expect(gone->direct_got, "ab");
+    assert_int_equal(gone->reads, 0); /* its callbacks were gone */
+    expect(bufferevent_get_input(gone->bev), "-rest");
+    /* The next read of a connection whose input is empty again: the parser. */
+    write_all(held->peer, "next", 4);
+    turn(f);
+    turn(f);
+    expect(held->direct_got, "next");
+    for (int i = 0; i < 4; i++)
+        evbuffer_free(f->c[i].direct_got);
+}
+
 /* The probe and a worker's own ring agree. */
 static void test_probe(void **state)
 {
@@ -594,6 +672,7 @@ int main(void)
         BOTH(test_high_watermark_libevent),
         BOTH(test_reading_stopped_by_another),
         BOTH(test_freed_by_another),
+        BOTH(test_direct_parser),
         cmocka_unit_test(test_probe),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
