@@ -246,16 +246,22 @@ static const char *scan_request_line(struct sg_h1_scan *sc, char c)
     return NULL;
 }
 
-/* Bytes that change nothing but the line length in the current part of
- * the head: the per-byte rules below only look at the others. */
-static bool scan_plain(const struct sg_h1_scan *sc, char c)
+/* The end of the run of bytes from p[i] that change nothing but the line
+ * length in the current part of the head (the per-byte rules below only
+ * look at the others): one loop per part, the part decided once a run. */
+static size_t scan_plain_run(const struct sg_h1_scan *sc, const char *p, size_t i, size_t n)
 {
-    unsigned char u = (unsigned char)c;
-    if (!sc->seen_line)
-        return u > 0x20 && u != 0x7f; /* request line: no SP, no control */
-    if (sc->in_name)
-        return u > 0x20 && c != ':';
-    return c != '\r' && c != '\n' && c != '\0'; /* value */
+    const unsigned char *u = (const unsigned char *)p;
+    if (!sc->seen_line) /* request line: no SP, no control */
+        while (i < n && u[i] > 0x20 && u[i] != 0x7f)
+            i++;
+    else if (sc->in_name)
+        while (i < n && u[i] > 0x20 && u[i] != ':')
+            i++;
+    else /* value */
+        while (i < n && u[i] != '\r' && u[i] != '\n' && u[i] != '\0')
+            i++;
+    return i;
 }
 
 const char *sg_h1_scan(struct sg_h1_scan *sc, const char *p, size_t n)
@@ -263,10 +269,8 @@ const char *sg_h1_scan(struct sg_h1_scan *sc, const char *p, size_t n)
     for (size_t i = 0; i < n && !sc->head_end; i++) {
         /* Runs of plain bytes in one step (not after a CR: that must be
          * followed by LF). */
-        if (sc->prev != '\r' && scan_plain(sc, p[i])) {
-            size_t j = i + 1;
-            while (j < n && scan_plain(sc, p[j]))
-                j++;
+        size_t j = sc->prev != '\r' ? scan_plain_run(sc, p, i, n) : i;
+        if (j > i) {
             sc->line_len += j - i;
             sc->prev = p[j - 1];
             i = j - 1;

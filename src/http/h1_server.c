@@ -551,8 +551,13 @@ static void go_idle(struct sg_h1s *s)
     s->idle_left_ms = s->park_armed && idle ? idle - PARK_AFTER_MS : idle;
     arm_timer(s, s->park_armed ? PARK_AFTER_MS : idle);
     /* Pipelined input may already be here: parse it on the next turn, not
-     * from inside the callback that finished this exchange. */
-    bufferevent_trigger(s->bev, EV_READ, BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
+     * from inside the callback that finished this exchange. With nothing
+     * there, all read_cb would do is resume reading if this exchange had
+     * paused it (a deferred callback for nothing, on every request). */
+    if (evbuffer_get_length(bufferevent_get_input(s->bev)) > 0)
+        bufferevent_trigger(s->bev, EV_READ, BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
+    else
+        update_read(s);
 }
 
 static void ds_done(void *ds, bool close)
