@@ -55,14 +55,14 @@ struct sg_h1c_request {
     bool upgrade;
 };
 
-/* Takes the connection for its owner and starts the head in the caller's
- * wb (request line, Host and framing); the owner then adds the other
- * fields to wb (sg_wbuf_field) and ends the head with sg_h1c_head_done(),
- * which sends it in one piece. */
 /* Lets io.c hand a read's bytes to the response parser before they reach
  * the input buffer (sg_io_direct). Once, before the workers start. */
 void sg_h1c_io_register(void);
 
+/* Takes the connection for its owner and starts the head in the caller's
+ * wb (request line, Host and framing); the owner then adds the other
+ * fields to wb (sg_wbuf_field) and ends the head with sg_h1c_head_done(),
+ * which sends it in one piece. */
 void sg_h1c_begin(struct sg_h1c *c, struct sg_uconn *uc, const struct sg_h1c_owner_ops *ops, void *owner,
                   const struct sg_h1c_request *r, struct sg_wbuf *wb);
 struct evbuffer *sg_h1c_output(struct sg_h1c *c);
