@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """bench/tools/ab.py: CPU per request of two or more proxy builds or settings, in alternating rounds.
 
-    bench/tools/ab.py [--load h1|h2c] [--rounds N] [--seconds S] [--syscalls] VARIANT VARIANT...
+    bench/tools/ab.py [--load h1|h2c] [--rounds N] [--seconds S] [--syscalls] [--connections N]
+                      VARIANT VARIANT...
 
 VARIANT is NAME=BINARY (strangler with bench/conf/strangler/plain.yaml), NAME=BINARY:CONFIG
 (strangler with that configuration, e.g. bench/conf/strangler/mirror-fast.yaml or a copy with
@@ -10,7 +11,8 @@ nginx has no h2c on the shared port, so not with --load h2c).
 
 For changes too small for bench/run to separate from the machine's drift, docs/performance.md
 ("What moved the figures") quotes this tool. Layout as bench/run's on 2 CPUs: the proxy on
-CPU 0; the load (wrk -t1 -c64, or h2load -t1 -c16 -m10), the upstream nginx `return 200` and
+CPU 0; the load (wrk -t1 -c64, or -cN with --connections N for a lighter load with fewer
+requests per loop turn; or h2load -t1 -c16 -m10), the upstream nginx `return 200` and
 the mirror nginx (bench/conf/upstream/) on CPU 1. Every round starts each variant fresh, in
 alternating order, warms it up for 1 s, measures utime+stime of its process tree over the
 load run and divides by the requests completed. Prints every run, then the medians and, per
@@ -49,9 +51,9 @@ CONF = os.path.join(ROOT, "bench", "conf")
 PORTS = (18080, 18081, 18082, 18083, 18084, 18089, 18901)
 
 
-def run_load(kind, seconds):
+def run_load(kind, seconds, conns=64):
     if kind == "h1":
-        cmd = ["wrk", "-t1", "-c64", "-d%ds" % seconds, "http://127.0.0.1:18080/"]
+        cmd = ["wrk", "-t1", "-c%d" % conns, "-d%ds" % seconds, "http://127.0.0.1:18080/"]
         pat = r"(\d+) requests in"
     else:
         cmd = ["h2load", "-t1", "-c16", "-m10", "-D%d" % seconds, "http://127.0.0.1:18080/"]
@@ -129,6 +131,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--seconds", type=int, default=4)
     ap.add_argument("--syscalls", action="store_true")
+    ap.add_argument("--connections", type=int, default=64,
+                    help="wrk's connections for --load h1 (fewer: fewer requests per loop turn)")
     ap.add_argument("variants", nargs="+")
     args = ap.parse_args()
     for v in args.variants:
@@ -168,7 +172,7 @@ def main():
                         raise SystemExit("error: %s did not start (log in %s)" % (name, tmp))
                     time.sleep(0.02)
                 time.sleep(0.2)
-                run_load(args.load, 1)
+                run_load(args.load, 1, args.connections)
                 pids = tree(p.pid)  # nginx's and nghttpx's workers, after the warm-up
                 all0, sys0 = cpu_ticks(pids), cpu_ticks(pids, kernel_only=True)
                 tcp0, load0 = tcp_counters(), core_busy(1)
@@ -176,7 +180,7 @@ def main():
                 if args.syscalls:
                     t = threading.Thread(target=count_syscalls, args=(pids, window, box))
                     t.start()
-                n = run_load(args.load, args.seconds)
+                n = run_load(args.load, args.seconds, args.connections)
                 all1, sys1 = cpu_ticks(pids), cpu_ticks(pids, kernel_only=True)
                 tcp = [b - a for a, b in zip(tcp0, tcp_counters())]
                 load = (core_busy(1) - load0) / CLK_TCK * 1e6 / n
