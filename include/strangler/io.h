@@ -19,7 +19,8 @@
  * Reads: libevent 2.1 sizes every socket read with ioctl(FIONREAD) and caps
  * it at 4 KiB. sg_io_autoflush() also points the bufferevent's read event
  * at a callback that reads up to 64 KiB at once (into a per-thread buffer,
- * then one add to the input) with libevent's semantics: high watermark,
+ * then one add to the input, or first to the owner's parser:
+ * sg_io_direct) with libevent's semantics: high watermark,
  * EOF and errors to the event callback, read callback past the low
  * watermark. Both directions use the socket calls (recv, send, sendmsg),
  * which skip the file layer that read/writev cross on every call. One

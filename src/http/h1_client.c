@@ -170,6 +170,15 @@ static bool h1c_execute(struct sg_h1c *c, const char *p, size_t n, size_t *used)
     return true;
 }
 
+/* After a piece, with `left` bytes still unparsed: false once the client
+ * has been detached or failed. */
+static bool h1c_piece_done(struct sg_h1c *c, size_t left)
+{
+    if (c->msg_done && left > 0)
+        c->reusable = false; /* bytes after the response: never reuse */
+    return c->pending == SG_H1C_NONE || h1c_dispatch(c);
+}
+
 static void h1c_parse(struct sg_h1c *c)
 {
     struct evbuffer *in = bufferevent_get_input(c->uc->bev);
@@ -180,9 +189,7 @@ static void h1c_parse(struct sg_h1c *c)
         if (evbuffer_peek(in, -1, NULL, &v, 1) < 1 || !h1c_execute(c, v.iov_base, v.iov_len, &used))
             return;
         evbuffer_drain(in, used);
-        if (c->msg_done && evbuffer_get_length(in) > 0)
-            c->reusable = false; /* bytes after the response: never reuse */
-        if (c->pending != SG_H1C_NONE && !h1c_dispatch(c))
+        if (!h1c_piece_done(c, evbuffer_get_length(in)))
             return;
     }
 }
@@ -208,9 +215,7 @@ static size_t h1c_direct(struct bufferevent *bev, const char *p, size_t n, void 
         if (!h1c_execute(c, p + done, n - done, &used))
             return n;
         done += used;
-        if (c->msg_done && done < n)
-            c->reusable = false;
-        if (c->pending != SG_H1C_NONE && !h1c_dispatch(c))
+        if (!h1c_piece_done(c, n - done))
             break;
     }
     return done;

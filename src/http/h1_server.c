@@ -240,18 +240,25 @@ static const struct sg_h1_reader_ops h1s_reader_ops = {
 /* One contiguous piece of the input through the reader. False when
  * parsing stops here: a request is complete (its response goes first), or
  * the connection is ending. */
+/* Bytes at p through the reader; *used: how many it took. With `in`, they
+ * are the front of the input and go from it before anything is said
+ * about them: an error or the end of a chunked request may close the
+ * connection. False when parsing stops here. */
+static bool parse_piece(struct sg_h1s *s, const char *p, size_t n, struct evbuffer *in, size_t *used)
+{
+    enum sg_h1_read res;
+    *used = sg_h1_reader_feed(&s->rd, p, n, &res);
+    if (in)
+        evbuffer_drain(in, *used);
+    sg_h1_reader_settle(&s->rd);
+    return res == SG_H1_READ_MORE;
+}
+
 static bool parse_chunk(struct sg_h1s *s, struct evbuffer *in)
 {
     struct evbuffer_iovec v;
-    if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
-        return false;
-    enum sg_h1_read res;
-    size_t used = sg_h1_reader_feed(&s->rd, v.iov_base, v.iov_len, &res);
-    /* The bytes go before anything is said about them: an error or the
-     * end of a chunked request may close the connection. */
-    evbuffer_drain(in, used);
-    sg_h1_reader_settle(&s->rd);
-    return res == SG_H1_READ_MORE;
+    size_t used;
+    return evbuffer_peek(in, -1, NULL, &v, 1) >= 1 && parse_piece(s, v.iov_base, v.iov_len, in, &used);
 }
 
 static void update_read(struct sg_h1s *s)
@@ -336,12 +343,11 @@ static size_t h1s_direct(struct bufferevent *bev, const char *p, size_t n, void 
     if (s->closed || s->in_parse || !s->proto_known)
         return 0;
     s->in_parse = true;
-    size_t used = 0;
+    size_t used = 0, took;
     while (used < n && may_parse(s)) {
-        enum sg_h1_read res;
-        used += sg_h1_reader_feed(&s->rd, p + used, n - used, &res);
-        sg_h1_reader_settle(&s->rd);
-        if (res != SG_H1_READ_MORE)
+        bool more = parse_piece(s, p + used, n - used, NULL, &took);
+        used += took;
+        if (!more)
             break;
     }
     s->in_parse = false;

@@ -757,28 +757,41 @@ static bool conn_send(struct sg_h2s *c)
     return ok;
 }
 
-/* Feeds input to nghttp2, a contiguous piece at a time, while the output
- * has room: the answers to it (SETTINGS ACK, PING ACK, WINDOW_UPDATE,
- * responses) must be able to leave. */
+/* Input is fed to nghttp2 only while the output has room: the answers to
+ * it (SETTINGS ACK, PING ACK, WINDOW_UPDATE, responses) must be able to
+ * leave. */
+static bool recv_room(const struct sg_h2s *c)
+{
+    return !c->broken && evbuffer_get_length(conn_out(c)) < OUT_HIGH;
+}
+
+/* One contiguous piece through nghttp2, and what it answers out. Returns
+ * what nghttp2 took, or -1 when the input is fatal (bad preface, flood,
+ * out of memory): nghttp2 has queued a GOAWAY where one is due, and the
+ * connection is broken (that GOAWAY is sent, then it closes). */
+static ssize_t conn_feed(struct sg_h2s *c, const char *p, size_t n)
+{
+    ssize_t r = nghttp2_session_mem_recv(c->ngh, (const uint8_t *)p, n);
+    if (r < 0) {
+        sg_debug("h2 client %s: %s", c->client, nghttp2_strerror((int)r));
+        c->broken = true;
+        return -1;
+    }
+    if (!conn_send(c))
+        c->broken = true;
+    return r;
+}
+
+/* Feeds the input to nghttp2, a contiguous piece at a time. */
 static void conn_recv(struct sg_h2s *c)
 {
     struct evbuffer *in = bufferevent_get_input(c->bev);
-    while (!c->broken && evbuffer_get_length(in) > 0 && evbuffer_get_length(conn_out(c)) < OUT_HIGH) {
+    while (recv_room(c) && evbuffer_get_length(in) > 0) {
         struct evbuffer_iovec v;
         if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
             break;
-        ssize_t n = nghttp2_session_mem_recv(c->ngh, v.iov_base, v.iov_len);
-        if (n < 0) {
-            /* Fatal (bad preface, flood, out of memory): nghttp2 has queued
-             * a GOAWAY where one is due; send it and close. */
-            sg_debug("h2 client %s: %s", c->client, nghttp2_strerror((int)n));
-            evbuffer_drain(in, evbuffer_get_length(in));
-            c->broken = true;
-            break;
-        }
-        evbuffer_drain(in, (size_t)n);
-        if (!conn_send(c))
-            c->broken = true;
+        ssize_t n = conn_feed(c, v.iov_base, v.iov_len);
+        evbuffer_drain(in, n < 0 ? evbuffer_get_length(in) : (size_t)n);
     }
 }
 
@@ -870,17 +883,9 @@ static size_t h2s_direct(struct bufferevent *bev, const char *p, size_t n, void 
     if (c->closed || c->closing)
         return 0;
     size_t done = 0;
-    while (!c->broken && done < n && evbuffer_get_length(conn_out(c)) < OUT_HIGH) {
-        ssize_t r = nghttp2_session_mem_recv(c->ngh, (const uint8_t *)p + done, n - done);
-        if (r < 0) { /* as in conn_recv: what is left goes nowhere */
-            sg_debug("h2 client %s: %s", c->client, nghttp2_strerror((int)r));
-            done = n;
-            c->broken = true;
-            break;
-        }
-        done += (size_t)r;
-        if (!conn_send(c))
-            c->broken = true;
+    while (recv_room(c) && done < n) {
+        ssize_t r = conn_feed(c, p + done, n - done);
+        done = r < 0 ? n : done + (size_t)r; /* as in conn_recv: after a fatal error, the rest goes nowhere */
     }
     conn_settle(c);
     return done;
