@@ -520,6 +520,8 @@ def build_report(args, meta, runs, scenarios):
       % (args.rounds, args.duration, args.warmup))
     w("versions: %s" % "; ".join("%s %s" % kv for kv in meta["versions"].items()))
     w("strangler built from: %s" % meta.get("source", "?"))
+    if meta.get("build"):
+        w("strangler build: %s" % meta["build"])
     w("strangler socket I/O: %s" % (" / ".join(sorted(meta.get("strangler_io") or ["?"]))))
     medians = {}
     for scen in scenarios:
@@ -679,6 +681,25 @@ def draw_chart(out_dir, runs, medians, tmp):
     return png
 
 
+def build_kind(binary):
+    """How the binary was built, from the CMakeCache.txt beside it: e.g. "Release, LTO, PGO"."""
+    try:
+        with open(os.path.join(os.path.dirname(os.path.abspath(binary)), "CMakeCache.txt")) as f:
+            cache = dict(re.findall(r"^(CMAKE_BUILD_TYPE|STRANGLER_LTO|STRANGLER_PGO)"
+                                    r"(?::\w+)?=(.*)$", f.read(), re.M))
+    except OSError:
+        return "?"
+    kind = [cache.get("CMAKE_BUILD_TYPE") or "?"]
+    if cache.get("STRANGLER_LTO", "OFF").upper() in ("ON", "TRUE", "1"):
+        kind.append("LTO")
+    pgo = cache.get("STRANGLER_PGO", "OFF").upper()
+    if pgo == "USE":
+        kind.append("PGO (scripts/pgo-train)")
+    elif pgo != "OFF":
+        kind.append("PGO " + pgo)
+    return ", ".join(kind)
+
+
 def machine_meta(args):
     cpu = "unknown CPU"
     with open("/proc/cpuinfo") as f:
@@ -705,6 +726,7 @@ def machine_meta(args):
         source = "?"
     return {
         "source": source,
+        "build": build_kind(args.strangler),
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "nproc": os.cpu_count(), "cpu": cpu,
         "command": os.environ.get("BENCH_COMMAND", "bench/run " + " ".join(sys.argv[1:])).strip(),

@@ -8,7 +8,7 @@
 #   sg_as_root CMD...          run CMD as root (directly, or through sudo)
 #   sg_ensure_packages PKG...  apt-get install only the packages that are missing
 #   sg_ensure_all_packages     everything needed to build, test and demo
-#   sg_configure DIR ARGS...   cmake configure DIR (RelWithDebInfo, -Werror)
+#   sg_configure DIR ARGS...   cmake configure DIR (RelWithDebInfo, -Werror, no LTO or PGO)
 #   sg_build DIR [TARGET...]   cmake --build with one job per CPU
 
 SG_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
@@ -32,6 +32,10 @@ SG_TOOL_PACKAGES=(
     curl python3 python3-h2 python3-websockets nghttp2-client nghttp2-server ca-certificates
     openssl python3-yaml clang
 )
+
+# What scripts/build-release needs beyond SG_BUILD_PACKAGES: scripts/pgo-train runs
+# proxy traffic from h2load through the instrumented binary, with its own Python upstream.
+SG_PGO_PACKAGES=(python3 nghttp2-client)
 
 sg_log() { printf '==> %s\n' "$*" >&2; }
 sg_die() { printf 'error: %s\n' "$*" >&2; exit 1; }
@@ -88,17 +92,25 @@ sg_ensure_packages() {
 sg_ensure_all_packages() {
     local extra=()
     command -v npm >/dev/null 2>&1 || extra+=(npm)
-    sg_ensure_packages "${SG_BUILD_PACKAGES[@]}" "${SG_TOOL_PACKAGES[@]}" "${extra[@]}"
+    sg_ensure_packages "${SG_BUILD_PACKAGES[@]}" "${SG_PGO_PACKAGES[@]}" "${SG_TOOL_PACKAGES[@]}" \
+        "${extra[@]}"
+}
+
+# sg_build_dir DIR: DIR itself if absolute, else relative to the repository root.
+sg_build_dir() {
+    if [[ "$1" == /* ]]; then printf '%s\n' "$1"; else printf '%s\n' "$SG_ROOT/$1"; fi
 }
 
 # sg_configure BUILD_DIR [extra cmake args...]
 sg_configure() {
     local dir="$1"
     shift
-    cmake -S "$SG_ROOT" -B "$SG_ROOT/$dir" \
+    cmake -S "$SG_ROOT" -B "$(sg_build_dir "$dir")" \
         -DCMAKE_BUILD_TYPE=RelWithDebInfo \
         -DSTRANGLER_WERROR=ON \
         -DSTRANGLER_TESTS=ON \
+        -DSTRANGLER_LTO=OFF \
+        -DSTRANGLER_PGO=OFF \
         "$@"
 }
 
@@ -110,5 +122,5 @@ sg_build() {
     for target in "$@"; do
         args+=(--target "$target")
     done
-    cmake --build "$SG_ROOT/$dir" --parallel "$(sg_jobs)" "${args[@]}"
+    cmake --build "$(sg_build_dir "$dir")" --parallel "$(sg_jobs)" "${args[@]}"
 }

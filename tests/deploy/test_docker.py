@@ -5,10 +5,10 @@ What is checked, and how far it goes:
 - the structure: a Debian bookworm build stage and a bookworm-slim final stage, a numeric
   non-root USER, STOPSIGNAL SIGTERM, EXPOSE of the ports the configurations use, the
   configuration at /etc/strangler/strangler.yaml, ENTRYPOINT/CMD;
-- the build stage installs scripts/lib.sh's SG_BUILD_PACKAGES and runs scripts/build with
-  the arguments scripts/test's pass 1 (CI) gives it;
+- the build stage installs scripts/lib.sh's SG_BUILD_PACKAGES and SG_PGO_PACKAGES and runs
+  the build script scripts/test's pass 1 (CI) runs (scripts/build-release), with its arguments;
 - the build context: .dockerignore applied to the work tree, every COPY source is in it,
-  and the build stage's scripts/build command, run in a copy of exactly that context,
+  and the build stage's scripts/build-release command, run in a copy of exactly that context,
   builds a strangler that runs and checks the image's default configuration;
 - the runtime packages are exactly the packages of the shared libraries the binary under
   test links (ldd + dpkg -S on this Debian 12 machine);
@@ -72,13 +72,14 @@ def runs(stage):
 
 
 def pass1_build_args():
-    """The arguments scripts/test gives scripts/build in pass 1."""
+    """The build command scripts/test runs in pass 1: ["scripts/SCRIPT", ARGS...]."""
     text = (ROOT / "scripts" / "test").read_text()
-    assert '"$SG_ROOT/scripts/build" "$dir" "$@"' in text, \
-        "scripts/test no longer builds with scripts/build"
+    assert '"$SG_ROOT/scripts/$script" "$dir" "$@"' in text, \
+        "scripts/test no longer builds with scripts/BUILD_SCRIPT"
     m = re.search(r'^test_pass "pass 1[^"]*" (.+?)(?: \|\|.*)?$', text, re.M)
     assert m, "pass 1 not found in scripts/test"
-    return shlex.split(m.group(1))
+    words = shlex.split(m.group(1))
+    return ["scripts/" + words[0]] + words[1:]
 
 
 def test_two_stages_bookworm_then_slim():
@@ -95,13 +96,14 @@ def test_build_stage_installs_the_ci_packages_and_runs_scripts_build_like_ci():
     build = stages()[0]
     assert ("WORKDIR", "/src") in build["ins"]
     r = runs(build)
-    assert any('source scripts/lib.sh' in x and 'sg_ensure_packages "${SG_BUILD_PACKAGES[@]}"' in x
+    assert any('source scripts/lib.sh' in x and
+               'sg_ensure_packages "${SG_BUILD_PACKAGES[@]}" "${SG_PGO_PACKAGES[@]}"' in x
                for x in r), r
     calls = [x for x in r if "scripts/build" in x]
     assert len(calls) == 1, r
     words = shlex.split(calls[0].split("&&")[0])
-    assert words[0] == "scripts/build", words
-    assert words[1:] == pass1_build_args(), (words, pass1_build_args())
+    assert words == pass1_build_args(), (words, pass1_build_args())
+    assert words[0] == "scripts/build-release", "the image is not the release build: %s" % words
 
 
 def test_runtime_stage_runs_as_non_root_with_the_config_in_etc():
@@ -244,7 +246,8 @@ def _context_files():
 def test_build_context_builds_the_image_binary():
     files = _context_files()
     assert not [f for f in files if re.match(r"build(-[^/]*)?/", f)], "build trees in the context"
-    for want in ("CMakeLists.txt", "LICENSE", "scripts/lib.sh", "scripts/build",
+    for want in ("CMakeLists.txt", "LICENSE", "scripts/lib.sh", "scripts/build-release",
+                 "scripts/pgo-train",
                  "tests/CMakeLists.txt", "docker/strangler.yaml", "docker/healthcheck", "src/main.c"):
         assert want in files, "%s is not in the build context" % want
     for st in stages():
