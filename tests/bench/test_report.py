@@ -114,6 +114,25 @@ def test_report_option_prints_a_saved_run_again():
         assert os.listdir(tmp) == ["saved.json"], os.listdir(tmp)  # nothing written
 
 
+def test_the_report_names_how_strangler_was_built():
+    # build_kind reads the CMakeCache.txt beside the binary (scripts/build-release's cache).
+    with tempfile.TemporaryDirectory() as tmp:
+        binary = os.path.join(tmp, "strangler")
+        assert bench.build_kind(binary) == "?"  # no cache: unknown, not guessed
+        with open(os.path.join(tmp, "CMakeCache.txt"), "w") as f:
+            f.write("CMAKE_BUILD_TYPE:STRING=Release\nSTRANGLER_LTO:BOOL=ON\n"
+                    "STRANGLER_PGO:STRING=USE\nSTRANGLER_PGO_DIR:PATH=/x/pgo-profile\n")
+        assert bench.build_kind(binary) == "Release, LTO, PGO (scripts/pgo-train)"
+        with open(os.path.join(tmp, "CMakeCache.txt"), "w") as f:
+            f.write("CMAKE_BUILD_TYPE:STRING=RelWithDebInfo\nSTRANGLER_LTO:BOOL=OFF\n"
+                    "STRANGLER_PGO:STRING=OFF\n")
+        assert bench.build_kind(binary) == "RelWithDebInfo"
+    text, _, _ = bench.build_report(types.SimpleNamespace(**ARGS), dict(META, build="Release, LTO"),
+                                    RUNS, ["h1"])
+    assert "\nstrangler build: Release, LTO\n" in text, text
+    assert "strangler build:" not in report()[0]  # a saved run from before: no such line
+
+
 def main():
     tests = [(k, v) for k, v in sorted(globals().items()) if k.startswith("test_") and callable(v)]
     only = sys.argv[1:]
