@@ -1,8 +1,8 @@
 #!/usr/bin/python3
 """bench/tools/ab.py: CPU per request of two or more proxy builds or settings, in alternating rounds.
 
-    bench/tools/ab.py [--load h1|h2c] [--rounds N] [--seconds S] [--syscalls] [--connections N]
-                      VARIANT VARIANT...
+    bench/tools/ab.py [--load h1|h2c] [--rounds N] [--seconds S] [--syscalls] [--directions]
+                      [--connections N] VARIANT VARIANT...
 
 VARIANT is NAME=BINARY (strangler with bench/conf/strangler/plain.yaml), NAME=BINARY:CONFIG
 (strangler with that configuration, e.g. bench/conf/strangler/mirror-fast.yaml or a copy with
@@ -25,7 +25,10 @@ wide (Tcp OutSegs of /proc/net/snmp: the load, the proxy and the upstreams toget
 plain HTTP/1.1 keep-alive), the delayed ACKs among them, and the load core's busy time per
 request (CPU 1 in /proc/stat, everything but idle and iowait: what the load generator and the
 upstreams spent, and so how far the proxy makes them work for a request; on this layout that
-core, not the proxy's, decides requests per second).
+core, not the proxy's, decides requests per second). --directions adds the TCP segments per
+request in each direction of the proxy's connections (client to proxy, proxy to client, proxy
+to upstream, upstream to proxy: the segs_out of each socket in two `ss -tin` snapshots over the
+middle of the run), which tell how many responses the proxy packs into a segment.
 
 Ports 18080, 18081-18084, 18089 and 18901 on 127.0.0.1, as bench/run's (refuses to start if
 one is taken). Every process it starts is stopped by its PID. Standard library only.
@@ -99,6 +102,37 @@ def count_syscalls(pids, seconds, box):
         box[key] = int(m.group(1)) if m else None
 
 
+DIRECTIONS = (("c>p", None, ":18080"), ("p>c", ":18080", None), ("p>u", None, ":18081"),
+              ("u>p", ":18081", None))
+
+
+def segs_out():
+    """segs_out of every established TCP socket, by (local, peer) address (`ss -tin`)."""
+    out = subprocess.run(["ss", "-tinH", "state", "established"], capture_output=True, text=True).stdout
+    socks, cur = {}, None
+    for line in out.splitlines():
+        if not line[:1].isspace():
+            f = line.split()
+            cur = (f[-2], f[-1]) if len(f) >= 2 else None
+            continue
+        m = re.search(r"\bsegs_out:(\d+)", line)
+        if cur and m:
+            socks[cur] = int(m.group(1))
+    return socks
+
+
+def count_directions(seconds, box):
+    """Segments sent over `seconds` in each direction of the proxy's connections, one second
+    into the load run: sockets present in both snapshots only."""
+    time.sleep(1)
+    a = segs_out()
+    time.sleep(seconds)
+    b = segs_out()
+    for name, local, peer in DIRECTIONS:
+        box[name] = sum(v - a[k] for k, v in b.items() if k in a and
+                        (k[0].endswith(local) if local else k[1].endswith(peer)))
+
+
 def per_req(v):
     return "n/a" if v is None or v != v else "%.3f" % v  # None or NaN: not counted
 
@@ -131,6 +165,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--seconds", type=int, default=4)
     ap.add_argument("--syscalls", action="store_true")
+    ap.add_argument("--directions", action="store_true")
     ap.add_argument("--connections", type=int, default=64,
                     help="wrk's connections for --load h1 (fewer: fewer requests per loop turn)")
     ap.add_argument("variants", nargs="+")
@@ -177,8 +212,13 @@ def main():
                 all0, sys0 = cpu_ticks(pids), cpu_ticks(pids, kernel_only=True)
                 tcp0, load0 = tcp_counters(), core_busy(1)
                 box, window = {}, max(1, args.seconds - 2)
+                threads = []
                 if args.syscalls:
-                    t = threading.Thread(target=count_syscalls, args=(pids, window, box))
+                    threads.append(threading.Thread(target=count_syscalls, args=(pids, window, box)))
+                if args.directions:
+                    dirs = {}
+                    threads.append(threading.Thread(target=count_directions, args=(window, dirs)))
+                for t in threads:
                     t.start()
                 n = run_load(args.load, args.seconds, args.connections)
                 all1, sys1 = cpu_ticks(pids), cpu_ticks(pids, kernel_only=True)
@@ -186,16 +226,20 @@ def main():
                 load = (core_busy(1) - load0) / CLK_TCK * 1e6 / n
                 row = {"us": (all1 - all0) / CLK_TCK * 1e6 / n, "sys": (sys1 - sys0) / CLK_TCK * 1e6 / n,
                        "rps": n / args.seconds, "segs": tcp[0] / n, "dack": tcp[1] / n, "load": load}
-                if args.syscalls:
+                for t in threads:
                     t.join()
+                if args.directions:
+                    row["dirs"] = {k: v / (row["rps"] * window) for k, v in dirs.items()}
+                if args.syscalls:
                     row["sc"] = box["n"] / (row["rps"] * window) if box.get("n") else None
                     row["cs"] = box["cs"] / (row["rps"] * window) if box.get("cs") is not None else None
                 results.setdefault(name, []).append(row)
                 print("round %d %-12s %7.2f us/req (sys %6.2f) %9.0f req/s  load core %5.2f us/req"
-                      "  %.2f segments/req (%.3f delayed ACKs)%s" % (
+                      "  %.2f segments/req (%.3f delayed ACKs)%s%s" % (
                     rd + 1, name, row["us"], row["sys"], row["rps"], row["load"], row["segs"], row["dack"],
                     "  %.2f syscalls/req, %s context switches/req" % (row["sc"], per_req(row["cs"]))
-                    if row.get("sc") else ""), flush=True)
+                    if row.get("sc") else "",
+                    "".join("  %s %.3f" % kv for kv in row.get("dirs", {}).items())), flush=True)
                 procs.stop(p)
     finally:
         procs.stop_all()
@@ -206,7 +250,7 @@ def main():
         rows = results[name]
         ratios = [a["us"] / b["us"] for a, b in zip(rows, results[names[0]])]
         print("%-12s %7.2f us/req (sys %6.2f) %9.0f req/s  load core %5.2f us/req %5.2f segments/req"
-              "   %.3fx %s (per-round ratios %s)%s" % (
+              "   %.3fx %s (per-round ratios %s)%s%s" % (
             name, statistics.median(r["us"] for r in rows), statistics.median(r["sys"] for r in rows),
             statistics.median(r["rps"] for r in rows), statistics.median(r["load"] for r in rows),
             statistics.median(r["segs"] for r in rows),
@@ -214,7 +258,9 @@ def main():
             "  %.2f syscalls/req, %s context switches/req" % (
                 statistics.median(r["sc"] for r in rows if r.get("sc")),
                 per_req(med(r.get("cs") for r in rows)))
-            if args.syscalls and any(r.get("sc") for r in rows) else ""))
+            if args.syscalls and any(r.get("sc") for r in rows) else "",
+            "".join("  %s %.3f" % (k, statistics.median(r["dirs"][k] for r in rows))
+                    for k, _, _ in DIRECTIONS) if args.directions else ""))
 
 
 if __name__ == "__main__":
