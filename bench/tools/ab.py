@@ -26,9 +26,10 @@ plain HTTP/1.1 keep-alive), the delayed ACKs among them, and the load core's bus
 request (CPU 1 in /proc/stat, everything but idle and iowait: what the load generator and the
 upstreams spent, and so how far the proxy makes them work for a request; on this layout that
 core, not the proxy's, decides requests per second). --directions adds the TCP segments per
-request in each direction of the proxy's connections (client to proxy, proxy to client, proxy
-to upstream, upstream to proxy: the segs_out of each socket in two `ss -tin` snapshots over the
-middle of the run), which tell how many responses the proxy packs into a segment.
+request in each direction of the proxy's connections (c>p client to proxy, p>c proxy to client,
+p>u proxy to the upstream on 18081, u>p back; the mirror target's connections are not counted:
+the segs_out of each socket in two `ss -tin` snapshots over the middle of the run, sockets
+present in both), which tell how many responses the proxy packs into a segment.
 
 Ports 18080, 18081-18084, 18089 and 18901 on 127.0.0.1, as bench/run's (refuses to start if
 one is taken). Every process it starts is stopped by its PID. Standard library only.
