@@ -7,7 +7,7 @@ directories: STRANGLER_PGO takes OFF, GENERATE or USE only; USE needs a profile 
 STRANGLER_PGO_DIR; the sanitizer build takes neither PGO nor LTO. (Configure only, a few
 seconds each: nothing is compiled.) And scripts/lib.sh's sg_configure, which scripts/build, the
 sanitizer pass and the demo use, makes a directory a release build configured a plain build
-again.)"""
+again."""
 
 import os
 import subprocess
