@@ -5,6 +5,8 @@
 # Sets SG_ROOT to the repository root (computed from this file's location, so
 # the scripts work from any cwd) and provides:
 #   sg_log / sg_die            progress and fatal messages on stderr
+#   sg_usage                   print the script's header comment (its --help)
+#   sg_build_dir_arg "$@"      --help, or refuse an option where a build directory belongs
 #   sg_as_root CMD...          run CMD as root (directly, or through sudo)
 #   sg_ensure_packages PKG...  apt-get install only the packages that are missing
 #   sg_ensure_all_packages     everything needed to build, test and demo
@@ -13,6 +15,8 @@
 
 SG_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
 export SG_ROOT
+# The script that sourced this file, absolute: the scripts cd to SG_ROOT before they read it.
+SG_SCRIPT="$(cd "$(dirname "${BASH_SOURCE[1]:-$0}")" && pwd -P)/$(basename "${BASH_SOURCE[1]:-$0}")"
 
 # Python with Debian's python3-* modules (h2, websockets). A python3 earlier
 # on PATH (pyenv, venv) would not have them.
@@ -39,6 +43,19 @@ SG_PGO_PACKAGES=(python3 nghttp2-client)
 
 sg_log() { printf '==> %s\n' "$*" >&2; }
 sg_die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# sg_usage: the script's header comment, the lines after "#!" up to the first line that is
+# not a comment, without their "# ": what every script prints for --help.
+sg_usage() { awk 'NR == 1 { next } !/^#/ { exit } { sub(/^# ?/, ""); print }' "$SG_SCRIPT"; }
+
+# sg_build_dir_arg "$@": the first argument of scripts/build and scripts/build-release is a
+# build directory; -h/--help prints the usage and exits, another option is refused.
+sg_build_dir_arg() {
+    case "${1:-}" in
+        -h | --help) sg_usage; exit 0 ;;
+        -*) sg_die "the first argument is the build directory, not '$1' (try --help)" ;;
+    esac
+}
 
 sg_jobs() {
     if [[ -n "${SG_JOBS:-}" ]]; then

@@ -7,7 +7,7 @@ directories: STRANGLER_PGO takes OFF, GENERATE or USE only; USE needs a profile 
 STRANGLER_PGO_DIR; the sanitizer build takes neither PGO nor LTO. (Configure only, a few
 seconds each: nothing is compiled.) And scripts/lib.sh's sg_configure, which scripts/build, the
 sanitizer pass and the demo use, makes a directory a release build configured a plain build
-again."""
+again. And the scripts' --help (scripts/lib.sh sg_usage) from any working directory."""
 
 import importlib.util
 import os
@@ -68,6 +68,27 @@ def test_sg_configure_resets_a_release_build_directory():
         # then scripts/build in the same directory: no LTO, no PGO
         got = sg_configure()
         assert got == "RelWithDebInfo", got
+
+
+def test_the_scripts_print_their_header_for_help_from_any_directory():
+    # run from scripts/, where "./build" is the script and, after the scripts' cd to the
+    # root, the build directory: the header must be read from the script's own path
+    for script, first in (("build", "Configures and builds strangler"),
+                          ("build-release", "Builds the release strangler"),
+                          ("fuzz", "Builds the libFuzzer targets"),
+                          ("demo", "strangler demo: a monolith")):
+        p = subprocess.run(["./" + script, "--help"], cwd=str(ROOT / "scripts"),
+                           capture_output=True, text=True, timeout=30)
+        assert p.returncode == 0, (script, p.stderr)
+        lines = p.stdout.splitlines()
+        assert lines[0].startswith(first), (script, lines[:2])
+        assert any(x.startswith("Usage: scripts/" + script) for x in lines), (script, p.stdout)
+        assert not any(x.startswith(("#", "set -", "source ")) for x in lines), (script, p.stdout)
+    for script in ("build", "build-release"):
+        p = subprocess.run(["scripts/" + script, "-DSTRANGLER_LTO=ON"], cwd=str(ROOT),
+                           capture_output=True, text=True, timeout=30)
+        assert p.returncode != 0 and "the first argument is the build directory" in p.stderr, \
+            (script, p.stderr)
 
 
 if __name__ == "__main__":
