@@ -1,6 +1,6 @@
 # shellcheck shell=bash
-# Shared functions for scripts/build, scripts/test and scripts/demo (and the
-# Dockerfile's build stage). Source it, don't run it.
+# Shared functions of the scripts in scripts/ (build, build-release, test, demo, fuzz) and
+# of the Dockerfile's build stage. Source it, don't run it.
 #
 # Sets SG_ROOT to the repository root (computed from this file's location, so
 # the scripts work from any cwd) and provides:
